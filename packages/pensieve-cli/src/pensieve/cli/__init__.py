@@ -1,0 +1,3 @@
+"""Pensieve cli: the pensieve-cli command"""
+
+__all__: list[str] = []

@@ -1,0 +1,178 @@
+"""Configuration types and how a configuration is assembled.
+
+Precedence, highest first: command-line flags > environment (``PENSIEVE_<SECTION>_<KEY>``) >
+config file (JSON or TOML) > defaults. Validation reports every problem with its dotted key.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pensieve.core.errors import ConfigError, ConfigProblem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "Config",
+    "DeviceSettings",
+    "LimitSettings",
+    "ModelSettings",
+    "ServerSettings",
+    "build_config",
+    "env_overrides",
+    "read_config_file",
+]
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Fraction = Annotated[float, msgspec.Meta(gt=0, le=1)]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerSettings(_Section):
+    """Where and how the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Keys accepted on /v1/*. Empty means: loopback only, with the seed's development keys.
+    api_keys: list[str] = []
+    pid_file: str | None = None
+    shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    cors_origins: list[str] = []
+
+
+class LimitSettings(_Section):
+    """Bounds that keep one client from hurting the others."""
+
+    max_body_bytes: Positive = 32 * 1024 * 1024
+    max_messages: Positive = 10_000
+    max_tools: Positive = 1_000
+    max_output_tokens: Positive = 32_000
+    max_running: Positive = 8
+    max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 64
+    request_timeout_seconds: PositiveFloat = 600.0
+
+
+class ModelSettings(_Section):
+    """The model to serve. ``path`` None means the embedded default (SmolLM2-135M-Instruct)."""
+
+    path: str | None = None
+    id: str | None = None
+    aliases: list[str] = []
+    context_length: Positive | None = None
+
+
+class DeviceSettings(_Section):
+    """Which MLX device runs the model and how much memory it may use."""
+
+    device: Literal["auto", "gpu", "cpu"] = "auto"
+    memory_fraction: Fraction = 0.75
+    memory_limit_bytes: Positive | None = None
+    cache_limit_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    cache_dir: str | None = None
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    model: ModelSettings = msgspec.field(default_factory=ModelSettings)
+    device: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    f.name: f.type for f in msgspec.structs.fields(Config)  # type: ignore[misc]
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a JSON or TOML config file (by extension; TOML unless it ends in ``.json``)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("<file>", f"cannot read {path}: {exc.strerror}")]) from exc
+    try:
+        data = json.loads(raw) if path.suffix.lower() == ".json" else tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem("<file>", f"{path} is not valid: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem("<file>", "the top level must be an object/table")])
+    return data
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Dotted-key settings from ``PENSIEVE_<SECTION>_<KEY>`` variables (lists are comma-separated)."""
+    found: dict[str, Any] = {}
+    for section, struct in _SECTIONS.items():
+        for field in msgspec.structs.fields(struct):
+            value = environ.get(f"PENSIEVE_{section}_{field.name}".upper())
+            if value is None:
+                continue
+            if _is_list(field.type):
+                found[f"{section}.{field.name}"] = [item.strip() for item in value.split(",") if item.strip()]
+            else:
+                found[f"{section}.{field.name}"] = value
+    return found
+
+
+def build_config(
+    file_data: Mapping[str, Any] | None = None,
+    env: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge the layers (flags > env > file > defaults) and validate, listing every problem.
+
+    ``env`` and ``flags`` are dotted-key mappings (``{"server.port": 9000}``); string values are
+    coerced (``"9000"`` → 9000) since environment variables are text.
+    """
+    problems: list[ConfigProblem] = []
+    merged: dict[str, dict[str, Any]] = {}
+    for key, value in (file_data or {}).items():
+        if key not in _SECTIONS:
+            problems.append(ConfigProblem(key, f"unknown section (expected one of: {', '.join(_SECTIONS)})"))
+        elif not isinstance(value, dict):
+            problems.append(ConfigProblem(key, "must be an object/table"))
+        else:
+            merged[key] = dict(value)
+    for layer in (env or {}, flags or {}):
+        for dotted, value in layer.items():
+            if value is None:
+                continue
+            section, _, name = dotted.partition(".")
+            merged.setdefault(section, {})[name] = value
+
+    sections: dict[str, _Section] = {}
+    for section, struct in _SECTIONS.items():
+        values = merged.get(section, {})
+        known = {f.name: f for f in msgspec.structs.fields(struct)}
+        clean: dict[str, Any] = {}
+        for name, value in values.items():
+            key = f"{section}.{name}"
+            if name not in known:
+                problems.append(ConfigProblem(key, f"unknown key (expected one of: {', '.join(known)})"))
+                continue
+            try:
+                clean[name] = msgspec.convert(value, known[name].type, strict=isinstance(value, (dict, list)))
+            except msgspec.ValidationError as exc:
+                problems.append(ConfigProblem(key, str(exc)))
+        sections[section] = struct(**clean)
+    if problems:
+        raise ConfigError(problems)
+    return Config(**sections)  # type: ignore[arg-type]
+
+
+def _is_list(tp: Any) -> bool:
+    return getattr(tp, "__origin__", None) is list

@@ -1,0 +1,59 @@
+"""What the engine is asked (a request of token ids) and what it answers (a stream of events)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "GenerationEvent",
+    "GenerationFinished",
+    "GenerationRequest",
+    "SamplingParams",
+    "StopReason",
+    "TextDelta",
+]
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence"]
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """How the next token is drawn. ``temperature == 0`` is greedy; ``top_k == 0`` and ``top_p == 1`` are off."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A prompt of token ids and the limits of its answer."""
+
+    prompt_tokens: tuple[int, ...]
+    max_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop_sequences: tuple[str, ...] = ()
+
+
+class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
+    """The next piece of answer text: always whole UTF-8 characters, never part of a stop sequence."""
+
+    text: str
+
+
+class GenerationFinished(msgspec.Struct, frozen=True, tag="finished"):
+    """The last event of every generation: why it stopped and the token counts."""
+
+    stop_reason: StopReason
+    stop_sequence: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int = 0
+
+
+GenerationEvent = TextDelta | GenerationFinished

@@ -1,0 +1,3 @@
+"""Pensieve device: MLX device choice, memory limits and device reports"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Pensieve formats: GGUF reading, model specs, weights for MLX, tokenizer and chat template"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""Pensieve server: the Starlette/Hypercorn HTTP server"""
+
+__all__: list[str] = []
