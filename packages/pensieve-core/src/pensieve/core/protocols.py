@@ -76,8 +76,9 @@ class TextModel(Protocol):
 class GenerationBackend(Protocol):
     """A loaded model serving many callers from async code.
 
-    ``stream`` yields events as they are produced; closing the iterator early (a client went away)
-    cancels that request's generation.
+    ``stream`` admits the request when called — raising request errors such as PromptTooLongError
+    or OverloadedError before any event — and returns an iterator of its events; closing that
+    iterator early (a client went away) cancels the request's generation.
     """
 
     @property
