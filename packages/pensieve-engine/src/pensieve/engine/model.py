@@ -1,0 +1,257 @@
+"""A loaded model and its generate loop, in mlx-lm's three layers.
+
+``token_steps`` yields token ids (mlx-lm's ``generate_step`` does prefill and pipelined decode),
+``LocalModel.generate`` turns them into typed events (text deltas, stop reasons, counts), and
+``LocalModel.complete`` returns a whole answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import msgspec
+from mlx_lm.generate import generate_step
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.sample_utils import make_sampler
+
+from pensieve.core.config import DeviceSettings
+from pensieve.core.errors import GenerationError, InvalidRequestError, PromptTooLongError
+from pensieve.core.generation import (
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    SamplingParams,
+    StopReason,
+    TextDelta,
+)
+from pensieve.core.protocols import ModelInfo
+from pensieve.device import DeviceInfo, check_model_fits, configure_device, estimate_model_bytes
+from pensieve.engine.build import build_model
+from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
+from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
+
+__all__ = ["Completion", "LocalModel", "load_model", "token_steps"]
+
+ProgressCallback = Callable[[str], None]
+
+
+class Completion(msgspec.Struct, frozen=True):
+    """A whole answer: its text and how it finished."""
+
+    text: str
+    finished: GenerationFinished
+
+
+def token_steps(
+    model: nn.Module,
+    prompt_tokens: tuple[int, ...],
+    sampling: SamplingParams,
+    max_tokens: int,
+    stream: mx.Stream,
+) -> Iterator[int]:
+    """Token ids of the answer to ``prompt_tokens``, at most ``max_tokens`` of them."""
+    if sampling.seed is not None:
+        mx.random.seed(sampling.seed)
+    sampler = make_sampler(temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, top_k=sampling.top_k)
+    steps = generate_step(
+        mx.array(prompt_tokens, dtype=mx.uint32),
+        model,
+        stream,
+        max_tokens=max_tokens,
+        sampler=sampler,
+        prompt_cache=make_prompt_cache(model),
+    )
+    for token, _logprobs in steps:
+        yield int(token)
+
+
+class LocalModel:
+    """A GGUF model loaded into MLX, answering one request at a time on the calling thread."""
+
+    def __init__(
+        self,
+        gguf: GGUFFile,
+        module: nn.Module,
+        device: DeviceInfo,
+        *,
+        model_id: str | None = None,
+        context_length: int | None = None,
+    ) -> None:
+        spec = gguf.spec
+        self._module = module
+        self._device = device
+        self._tokenizer = gguf.tokenizer()
+        self._chat_template = gguf.chat_template()
+        self._eos = self._tokenizer.eos_token_ids
+        self._streams = threading.local()  # MLX streams belong to the thread that made them
+        path = Path(gguf.path)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        self._info = ModelInfo(
+            id=model_id or path.name.removesuffix(".gguf"),
+            display_name=spec.name or path.stem,
+            architecture=spec.architecture,
+            quantization=spec.quantization,
+            context_length=min(context_length or spec.context_length, spec.context_length),
+            parameter_count=spec.parameter_count,
+            file_path=str(path),
+            file_size=gguf.file_size,
+            created_at=modified.isoformat().replace("+00:00", "Z"),
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def device(self) -> DeviceInfo:
+        return self._device
+
+    @property
+    def tokenizer(self) -> GGUFTokenizer:
+        return self._tokenizer
+
+    @property
+    def chat_template(self) -> JinjaChatTemplate:
+        return self._chat_template
+
+    @property
+    def module(self) -> nn.Module:
+        """The underlying mlx-lm module (for benchmarks and tests)."""
+        return self._module
+
+    def room_for(self, request: GenerationRequest) -> int:
+        """How many tokens the answer may have: ``max_tokens`` clamped to what the context leaves.
+
+        Raises PromptTooLongError when the prompt alone leaves no room for even one token.
+        """
+        prompt_length = len(request.prompt_tokens)
+        context = self._info.context_length
+        if prompt_length >= context:
+            raise PromptTooLongError(prompt_length, context - 1)
+        if request.max_tokens < 1:
+            raise InvalidRequestError("max_tokens: must be at least 1")
+        return min(request.max_tokens, context - prompt_length)
+
+    def generate(
+        self, request: GenerationRequest, cancelled: threading.Event | None = None
+    ) -> Iterator[GenerationEvent]:
+        """Events of the answer: text deltas, then one GenerationFinished.
+
+        Setting ``cancelled`` stops generation before the next token; the iterator then ends
+        without a GenerationFinished.
+        """
+        if not request.prompt_tokens:
+            raise InvalidRequestError("the prompt is empty")
+        limit = self.room_for(request)
+        decoder = IncrementalDecoder(self._tokenizer.decode)
+        stops = StopSequenceMatcher(request.stop_sequences)
+        generated = 0
+        stop_reason: StopReason = "max_tokens"
+        matched: str | None = None
+        stream = self._thread_stream()
+        try:
+            with mx.stream(stream):
+                for token in token_steps(self._module, request.prompt_tokens, request.sampling, limit, stream):
+                    if cancelled is not None and cancelled.is_set():
+                        return
+                    generated += 1
+                    if token in self._eos:
+                        stop_reason = "end_turn"
+                        break
+                    text, matched = stops.feed(decoder.add(token))
+                    if text:
+                        yield TextDelta(text)
+                    if matched is not None:
+                        stop_reason = "stop_sequence"
+                        break
+        except (RuntimeError, ValueError) as exc:
+            raise GenerationError(f"generation failed: {exc}") from exc
+        if matched is None:
+            text, matched = stops.feed(decoder.flush())
+            tail = text + ("" if matched else stops.flush())
+            if tail:
+                yield TextDelta(tail)
+            if matched is not None:
+                stop_reason = "stop_sequence"
+        yield GenerationFinished(
+            stop_reason=stop_reason,
+            stop_sequence=matched,
+            prompt_tokens=len(request.prompt_tokens),
+            completion_tokens=generated,
+        )
+
+    def _thread_stream(self) -> mx.Stream:
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = mx.new_stream(mx.default_device())
+        return stream
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        """The whole answer at once."""
+        parts: list[str] = []
+        for event in self.generate(request):
+            if isinstance(event, TextDelta):
+                parts.append(event.text)
+            else:
+                return Completion("".join(parts), event)
+        raise GenerationError("generation ended without finishing")  # unreachable without cancellation
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int = 256,
+        sampling: SamplingParams = SamplingParams(temperature=0.0),
+        stop_sequences: Sequence[str] = (),
+    ) -> Completion:
+        """Answer a conversation rendered with the model's own chat template (greedy by default)."""
+        prompt = self._chat_template.render(messages, add_generation_prompt=True)
+        request = GenerationRequest(
+            prompt_tokens=tuple(self._tokenizer.encode(prompt)),
+            max_tokens=max_tokens,
+            sampling=sampling,
+            stop_sequences=tuple(stop_sequences),
+        )
+        return self.complete(request)
+
+
+def load_model(
+    path: str | Path | None = None,
+    *,
+    device: DeviceSettings | None = None,
+    model_id: str | None = None,
+    context_length: int | None = None,
+    cache_dir: str | Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> LocalModel:
+    """Load a GGUF model (default: the embedded SmolLM2-135M-Instruct) onto the chosen device.
+
+    Refuses, before reading the weights, a model whose weights plus full-context KV cache do not
+    fit the device's memory budget.
+    """
+    report = progress or (lambda _stage: None)
+    settings = device or DeviceSettings()
+    device_info = configure_device(settings)
+    report("reading model file")
+    gguf = open_gguf(path if path is not None else default_model_path())
+    spec = gguf.spec
+    context = min(context_length or spec.context_length, spec.context_length)
+    required = estimate_model_bytes(
+        weight_bytes=gguf.tensor_bytes,
+        context_length=context,
+        num_layers=spec.num_layers,
+        num_kv_heads=spec.num_kv_heads,
+        head_dim=spec.head_dim,
+    )
+    check_model_fits(required, device_info, what=Path(gguf.path).name)
+    report("loading weights")
+    weights = load_weights(gguf, cache_dir=cache_dir if cache_dir is not None else settings.cache_dir)
+    report("building model")
+    module = build_model(gguf, weights)
+    return LocalModel(gguf, module, device_info, model_id=model_id, context_length=context)
