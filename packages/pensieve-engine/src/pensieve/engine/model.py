@@ -31,7 +31,14 @@ from pensieve.core.generation import (
     TextDelta,
 )
 from pensieve.core.protocols import ModelInfo
-from pensieve.device import DeviceInfo, check_model_fits, configure_device, estimate_model_bytes
+from pensieve.device import (
+    DeviceInfo,
+    check_model_fits,
+    configure_device,
+    estimate_model_bytes,
+    plan_device,
+    probe_device,
+)
 from pensieve.engine.build import build_model
 from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
@@ -237,7 +244,8 @@ def load_model(
     """
     report = progress or (lambda _stage: None)
     settings = device or DeviceSettings()
-    device_info = configure_device(settings)
+    machine = probe_device()
+    planned = plan_device(settings, machine)
     report("reading model file")
     gguf = open_gguf(path if path is not None else default_model_path())
     spec = gguf.spec
@@ -249,7 +257,8 @@ def load_model(
         num_kv_heads=spec.num_kv_heads,
         head_dim=spec.head_dim,
     )
-    check_model_fits(required, device_info, what=Path(gguf.path).name)
+    check_model_fits(required, planned, what=Path(gguf.path).name)
+    device_info = configure_device(settings, machine)  # only a model that fits changes MLX's limits
     report("loading weights")
     weights = load_weights(gguf, cache_dir=cache_dir if cache_dir is not None else settings.cache_dir)
     report("building model")

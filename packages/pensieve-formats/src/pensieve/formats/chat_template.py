@@ -1,0 +1,139 @@
+"""The model's chat template (``tokenizer.chat_template``), rendered in a Jinja sandbox.
+
+GGUF files are untrusted, so the template runs in jinja2's ``ImmutableSandboxedEnvironment``:
+it cannot reach Python internals or mutate its inputs. The environment otherwise matches what
+Hugging Face templates are written for: ``trim_blocks``/``lstrip_blocks``, loop controls, a
+``tojson`` that keeps non-ASCII text, and ``raise_exception``/``strftime_now`` helpers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NoReturn
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from pensieve.core.errors import InvalidRequestError, ModelFileError
+
+__all__ = ["CHATML_TEMPLATE", "JinjaChatTemplate", "chat_template_from_metadata"]
+
+# llama.cpp's fallback when a file carries no template, too.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+class _TemplateRaised(Exception):
+    """The template called ``raise_exception``: it refuses these messages."""
+
+
+def _raise_exception(message: str) -> NoReturn:
+    raise _TemplateRaised(message)
+
+
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
+    # Jinja's own tojson escapes <, >, & and ' for HTML; prompts need the plain JSON.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+class JinjaChatTemplate:
+    """A chat template from a model file (implements ``pensieve.core.protocols.ChatTemplate``)."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        is_fallback: bool = False,
+        origin: str = "chat template",
+    ) -> None:
+        self._source = source
+        self._bos_token = bos_token
+        self._eos_token = eos_token
+        self._is_fallback = is_fallback
+        self._origin = origin
+        try:
+            self._template = _environment().from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ModelFileError(
+                f"{origin}: the chat template is not valid Jinja (line {exc.lineno}): {exc.message}"
+            ) from exc
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def is_fallback(self) -> bool:
+        """True when the file had no template and ChatML stands in."""
+        return self._is_fallback
+
+    def render(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The prompt text for ``messages`` (and ``tools``), ending with the assistant's turn opener."""
+        try:
+            return self._template.render(
+                messages=[dict(message) for message in messages],
+                tools=[dict(tool) for tool in tools] if tools is not None else None,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self._bos_token,
+                eos_token=self._eos_token,
+            )
+        except _TemplateRaised as exc:
+            raise InvalidRequestError(f"the model's chat template rejected the conversation: {exc}") from exc
+        except jinja2.exceptions.SecurityError as exc:
+            raise ModelFileError(
+                f"{self._origin}: the chat template tried an unsafe operation: {exc}"
+            ) from exc
+        except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise InvalidRequestError(
+                f"the model's chat template cannot render this conversation: {exc}"
+            ) from exc
+
+
+def chat_template_from_metadata(metadata: Mapping[str, Any], source: str) -> JinjaChatTemplate:
+    """The template stored in ``tokenizer.chat_template``, or ChatML (``is_fallback``) without one."""
+    tokens = metadata.get("tokenizer.ggml.tokens") or []
+
+    def token_text(key: str) -> str:
+        token_id = metadata.get(key)
+        return tokens[token_id] if isinstance(token_id, int) and 0 <= token_id < len(tokens) else ""
+
+    bos, eos = token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id")
+    template = metadata.get("tokenizer.chat_template")
+    if isinstance(template, str) and template.strip():
+        return JinjaChatTemplate(template, bos_token=bos, eos_token=eos, origin=source)
+    return JinjaChatTemplate(CHATML_TEMPLATE, bos_token=bos, eos_token=eos, is_fallback=True, origin=source)
