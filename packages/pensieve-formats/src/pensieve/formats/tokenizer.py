@@ -67,6 +67,11 @@ class GGUFTokenizer:
         self._add_bos = add_bos
 
     @property
+    def backend(self) -> Tokenizer:
+        """The underlying ``tokenizers.Tokenizer``, for tools that want it (mlx-lm, transformers)."""
+        return self._backend
+
+    @property
     def eos_token_ids(self) -> frozenset[int]:
         return self._eos_token_ids
 
