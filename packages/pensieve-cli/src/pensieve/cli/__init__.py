@@ -1,3 +1,5 @@
-"""Pensieve cli: the pensieve-cli command"""
+"""Pensieve cli: the ``pensieve-cli`` command (start, stop, status, validate, models)."""
 
-__all__: list[str] = []
+from pensieve.cli.main import main
+
+__all__ = ["main"]
