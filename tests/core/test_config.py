@@ -29,11 +29,21 @@ def test_flags_beat_env_beat_file() -> None:
 def test_every_problem_is_listed_with_its_key() -> None:
     with pytest.raises(ConfigError) as caught:
         build_config(
-            {"server": {"port": 70000, "colour": "red"}, "nonsense": {}, "limits": {"max_running": 0}},
+            {
+                "server": {"port": 70000, "colour": "red"},
+                "nonsense": {},
+                "limits": {"max_concurrent_requests": 0},
+            },
             flags={"device.device": "tpu"},
         )
     keys = {problem.key for problem in caught.value.problems}
-    assert keys == {"server.port", "server.colour", "nonsense", "limits.max_running", "device.device"}
+    assert keys == {
+        "server.port",
+        "server.colour",
+        "nonsense",
+        "limits.max_concurrent_requests",
+        "device.device",
+    }
     assert "server.port" in str(caught.value)
 
 

@@ -16,6 +16,7 @@ EXPECTED = {
     errors.RequestTooLargeError: ("request_too_large", 413),
     errors.RateLimitError: ("rate_limit_error", 429),
     errors.OverloadedError: ("overloaded_error", 529),
+    errors.RequestTimeoutError: ("timeout_error", 504),
     errors.ModelError: ("api_error", 500),
     errors.GenerationError: ("api_error", 500),
 }

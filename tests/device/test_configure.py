@@ -103,4 +103,8 @@ def test_device_info_encodes_for_health() -> None:
         "cache_limit_bytes",
         "mlx_version",
         "cpu_count",
+        "blas",
+        "blas_optimized",
+        "weight_layout",
+        "compute_dtype",
     }

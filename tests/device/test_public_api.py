@@ -8,13 +8,17 @@ from pensieve import device
 def test_all_is_exactly_the_public_api() -> None:
     assert sorted(device.__all__) == [
         "Backend",
+        "BlasLibrary",
         "DeviceInfo",
         "DeviceReport",
+        "WeightLayout",
         "check_model_fits",
         "configure_device",
         "estimate_model_bytes",
         "format_bytes",
+        "load_blas",
         "plan_device",
+        "plan_weights",
         "probe_device",
         "select_backend",
     ]

@@ -1,12 +1,14 @@
 """The engine's forward pass equals a plain-numpy llama on the same GGUF weights.
 
 This pins the tensor-name mapping, the RoPE convention (llama.cpp's permuted Q/K need
-``rope_traditional``) and every quantization path, independently of MLX.
+``rope_traditional``) and every quantization path, independently of MLX, in both weight layouts
+(quantized kernels and dequantized float32 matmuls).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import mlx.core as mx
 import numpy as np
@@ -36,10 +38,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["quantized", "dense"])
 @pytest.mark.parametrize(("name", "options", "tolerance"), CASES, ids=[c[0] for c in CASES])
-def test_logits_match_numpy_reference(tmp_path: Path, name: str, options: dict, tolerance: float) -> None:
+def test_logits_match_numpy_reference(
+    tmp_path: Path, name: str, options: dict, tolerance: float, layout: Literal["quantized", "dense"]
+) -> None:
     path = write_llama_gguf(tmp_path / f"{name}.gguf", **options)
-    model = load_model(path, device=CPU, cache_dir=tmp_path / "cache")
+    model = load_model(path, device=CPU, cache_dir=tmp_path / "cache", weight_layout=layout)
+    assert model.device.weight_layout == layout
     ours = np.array(model.module(mx.array([TOKENS]))[0].astype(mx.float32))
     expected = reference_logits(path, TOKENS)
     assert ours.shape == expected.shape

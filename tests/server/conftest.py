@@ -52,7 +52,13 @@ def running(app: Starlette, config: Config) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def _fake_server() -> Iterator[RunningServer]:
     backend = FakeBackend()
-    config = build_config(flags={"limits.max_body_bytes": FAKE_BODY_LIMIT, "model.aliases": ["my-alias"]})
+    # No rate limit: the contract tests send requests in bursts, and tests/reliability covers it.
+    flags = {
+        "limits.max_body_bytes": FAKE_BODY_LIMIT,
+        "model.aliases": ["my-alias"],
+        "limits.rate_limit_per_minute": 0,
+    }
+    config = build_config(flags=flags)
     service = MessagesService(ModelCatalog(backend, aliases=config.model.aliases), config.limits)
     app = create_app(service, config, engine=backend, device={"backend": "cpu", "name": "fake"})
     with running(app, config) as base_url:

@@ -51,7 +51,9 @@ class FakeBackend:
     """Answers ``words`` one word (one token) per event, ``delay`` seconds apart.
 
     ``fail_on_call`` raises when a request is admitted; ``fail_after`` raises after that many
-    words. ``cancelled`` counts streams closed before their GenerationFinished.
+    words; ``poison`` = (text, error) raises after the first word of requests whose prompt holds
+    ``text`` (others carry on). ``cancelled`` is set when a stream closes before its
+    GenerationFinished.
     """
 
     def __init__(self) -> None:
@@ -77,6 +79,7 @@ class FakeBackend:
         self.delay = 0.0
         self.fail_on_call: Exception | None = None
         self.fail_after: tuple[int, Exception] | None = None
+        self.poison: tuple[str, Exception] | None = None
         self.alive = True
         self.started = threading.Event()
         self.cancelled = threading.Event()
@@ -92,6 +95,7 @@ class FakeBackend:
     async def _events(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         self.started.set()
         done = False
+        poisoned = self.poison is not None and self.poison[0] in self.tokenizer.decode(request.prompt_tokens)
         try:
             count = 0
             for count, word in enumerate(self.words[: request.max_tokens], start=1):
@@ -99,6 +103,8 @@ class FakeBackend:
                     await asyncio.sleep(self.delay)
                 if self.fail_after is not None and count > self.fail_after[0]:
                     raise self.fail_after[1]
+                if poisoned and count > 1 and self.poison is not None:
+                    raise self.poison[1]
                 yield TextDelta(word)
             reason = "max_tokens" if request.max_tokens < len(self.words) else "end_turn"
             done = True

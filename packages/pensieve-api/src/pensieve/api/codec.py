@@ -58,6 +58,12 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[_Request], target: type[_
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"request body is not valid UTF-8: {exc.reason}") from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc
+
+
+def _too_deep() -> InvalidRequestError:
+    return InvalidRequestError("request body is nested too deeply to decode")
 
 
 def _decode_untyped(body: bytes) -> Any:
@@ -67,3 +73,5 @@ def _decode_untyped(body: bytes) -> Any:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"request body is not valid UTF-8: {exc.reason}") from exc
+    except RecursionError as exc:
+        raise _too_deep() from exc

@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from pensieve.api import (
-    ContentBlockDeltaEvent,
-    ContentBlockStartEvent,
-    ContentBlockStopEvent,
     CountTokensRequest,
     CountTokensResponse,
     Message,
@@ -16,27 +13,24 @@ from pensieve.api import (
     MessagesRequest,
     MessageStartEvent,
     MessageStopEvent,
+    MessageStopReason,
     ModelList,
     ModelObject,
     PingEvent,
     StreamEvent,
-    TextBlock,
-    TextBlockDelta,
+    ThinkingEnabled,
     Usage,
     new_message_id,
 )
-from pensieve.core.config import LimitSettings
-from pensieve.core.errors import InvalidRequestError, NotFoundError
-from pensieve.core.generation import (
-    GenerationEvent,
-    GenerationFinished,
-    GenerationRequest,
-    SamplingParams,
-    TextDelta,
-)
-from pensieve.core.protocols import GenerationBackend
+from pensieve.claude.blocks import BlockWriter
 from pensieve.claude.catalog import ModelCatalog
 from pensieve.claude.prompt import Prompt, render_prompt
+from pensieve.claude.thinking import THINK_CLOSE, ThinkingSigner
+from pensieve.claude.tool_calls import ToolCallEnd, ToolCallParser, ToolCallStart, ToolInputDelta, ToolText
+from pensieve.core.config import LimitSettings
+from pensieve.core.errors import InvalidRequestError, NotFoundError
+from pensieve.core.generation import GenerationEvent, GenerationRequest, SamplingParams, TextDelta
+from pensieve.core.protocols import GenerationBackend
 
 __all__ = ["MessagesService"]
 
@@ -45,11 +39,18 @@ _DEFAULT_TEMPERATURE = 1.0
 
 
 class MessagesService:
-    """Answers Messages API requests with the models of a catalog."""
+    """Answers Messages API requests with the models of a catalog.
 
-    def __init__(self, catalog: ModelCatalog, limits: LimitSettings | None = None) -> None:
+    ``thinking_key`` signs thinking blocks (HMAC-SHA256); by default a random key per service,
+    so thinking signed before a restart is no longer replayed to the model.
+    """
+
+    def __init__(
+        self, catalog: ModelCatalog, limits: LimitSettings | None = None, *, thinking_key: bytes | None = None
+    ) -> None:
         self._catalog = catalog
         self._limits = limits or LimitSettings()
+        self._signer = ThinkingSigner(thinking_key)
 
     @property
     def catalog(self) -> ModelCatalog:
@@ -57,24 +58,31 @@ class MessagesService:
 
     async def create(self, request: MessagesRequest) -> Message:
         """The whole answer to ``request``."""
-        backend, prompt, generation = self._admit(request)
-        parts: list[str] = []
-        async for event in backend.stream(generation):
-            if isinstance(event, TextDelta):
-                parts.append(event.text)
-            else:
-                return _message(request, event, content=[TextBlock(text="".join(parts))] if parts else [])
-        raise AssertionError("generation ended without finishing")  # the backend always finishes
+        turn = self._admit(request)
+        blocks = turn.blocks()
+        try:
+            async for _event in blocks:
+                pass
+        finally:
+            await blocks.aclose()
+        return Message(
+            id=new_message_id(),
+            model=request.model,
+            content=turn.writer.content,
+            stop_reason=turn.stop_reason,
+            stop_sequence=turn.stop_sequence,
+            usage=turn.usage,
+        )
 
     def stream(self, request: MessagesRequest) -> AsyncIterator[StreamEvent]:
         """Admit ``request`` now (request errors raise here) and return its SSE events."""
-        backend, prompt, generation = self._admit(request)
-        return self._events(request, prompt, backend.stream(generation))
+        return self._events(request, self._admit(request))
 
     def count_tokens(self, request: CountTokensRequest) -> CountTokensResponse:
+        """The prompt's size, system and tools included: what ``usage.input_tokens`` will say."""
         backend = self._catalog.resolve(request.model)
         self._check_limits(request)
-        return CountTokensResponse(input_tokens=len(render_prompt(request, backend).tokens))
+        return CountTokensResponse(input_tokens=len(render_prompt(request, backend, self._signer).tokens))
 
     def list_models(
         self, limit: int = 20, after_id: str | None = None, before_id: str | None = None
@@ -82,7 +90,10 @@ class MessagesService:
         """One page of served model names, as ``GET /v1/models`` pages them."""
         if not 1 <= limit <= 1000:
             raise InvalidRequestError("limit: must be between 1 and 1000")
-        objects = [_model_object(name, info.display_name, info.created_at) for name, info in self._catalog.served_names()]
+        objects = [
+            _model_object(name, info.display_name, info.created_at)
+            for name, info in self._catalog.served_names()
+        ]
         ids = [obj.id for obj in objects]
         if before_id is not None:
             stop = _position(ids, before_id)
@@ -106,22 +117,16 @@ class MessagesService:
                 return _model_object(name, info.display_name, info.created_at)
         raise NotFoundError(f"model: {model_id}")
 
-    def _admit(self, request: MessagesRequest) -> tuple[GenerationBackend, Prompt, GenerationRequest]:
+    def _admit(self, request: MessagesRequest) -> _Turn:
         backend = self._catalog.resolve(request.model)
         self._check_limits(request)
-        prompt = render_prompt(request, backend)
+        prompt = render_prompt(request, backend, self._signer)
         sampling = SamplingParams(
             temperature=_DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
             top_k=0 if request.top_k is None else request.top_k,
         )
-        generation = GenerationRequest(
-            prompt_tokens=prompt.tokens,
-            max_tokens=min(request.max_tokens, self._limits.max_output_tokens),
-            sampling=sampling,
-            stop_sequences=tuple(request.stop_sequences or ()),
-        )
-        return backend, prompt, generation
+        return _Turn(request, backend, prompt, self._signer, sampling, self._limits.max_output_tokens)
 
     def _check_limits(self, request: CountTokensRequest) -> None:
         if len(request.messages) > self._limits.max_messages:
@@ -129,60 +134,180 @@ class MessagesService:
         if request.tools and len(request.tools) > self._limits.max_tools:
             raise InvalidRequestError(f"tools: at most {self._limits.max_tools} tools are accepted")
 
-    async def _events(
-        self, request: MessagesRequest, prompt: Prompt, events: AsyncIterator[GenerationEvent]
-    ) -> AsyncIterator[StreamEvent]:
-        message_id = new_message_id()
+    async def _events(self, request: MessagesRequest, turn: _Turn) -> AsyncIterator[StreamEvent]:
         yield MessageStartEvent(
             message=Message(
-                id=message_id,
+                id=new_message_id(),
                 model=request.model,
                 content=[],
                 stop_reason=None,
                 stop_sequence=None,
-                usage=Usage(input_tokens=len(prompt.tokens), output_tokens=0),
+                usage=Usage(input_tokens=len(turn.prompt.tokens), output_tokens=0),
             )
         )
         yield PingEvent()
-        block_open = False
+        blocks = turn.blocks()
         try:
+            async for event in blocks:
+                yield event
+        finally:
+            await blocks.aclose()
+        yield MessageDeltaEvent(
+            delta=MessageDelta(stop_reason=turn.stop_reason, stop_sequence=turn.stop_sequence),
+            usage=turn.usage,
+        )
+        yield MessageStopEvent()
+
+
+class _Turn:
+    """One answer: its generations (thinking, then the answer) turned into content blocks.
+
+    The first generation is admitted on construction, so request errors (prompt too long,
+    overloaded) are raised before any event. ``blocks`` yields the content-block events; once it
+    is exhausted, ``writer.content``, ``stop_reason`` and ``usage`` describe the whole answer.
+    """
+
+    def __init__(
+        self,
+        request: MessagesRequest,
+        backend: GenerationBackend,
+        prompt: Prompt,
+        signer: ThinkingSigner,
+        sampling: SamplingParams,
+        max_output_tokens: int,
+    ) -> None:
+        self.prompt = prompt
+        self._backend = backend
+        self._sampling = sampling
+        self._stops = tuple(request.stop_sequences or ())
+        self._max_tokens = min(request.max_tokens, max_output_tokens)
+        thinking = request.thinking
+        omitted = getattr(thinking, "display", None) == "omitted"
+        self.writer = BlockWriter(signer, show_thinking=not omitted)
+        self._budget = self._max_tokens
+        if prompt.thinking:
+            # Without a budget (adaptive thinking) half the answer's room goes to thinking.
+            budget = (
+                thinking.budget_tokens if isinstance(thinking, ThinkingEnabled) else self._max_tokens // 2
+            )
+            self._budget = max(1, min(budget, self._max_tokens))
+            first = GenerationRequest(
+                prompt_tokens=prompt.tokens,
+                max_tokens=self._budget,
+                sampling=sampling,
+                stop_sequences=(THINK_CLOSE,),
+            )
+        else:
+            first = self._answer_request(prompt.tokens, self._max_tokens)
+        self._first = backend.stream(first)
+        self._second: AsyncIterator[GenerationEvent] | None = None
+        self.stop_reason: MessageStopReason = "end_turn"
+        self.stop_sequence: str | None = None
+        self.usage = Usage(input_tokens=len(prompt.tokens), output_tokens=0)
+
+    def _answer_request(self, tokens: tuple[int, ...], max_tokens: int) -> GenerationRequest:
+        tools = self.prompt.tools
+        return GenerationRequest(
+            prompt_tokens=tokens,
+            max_tokens=max_tokens,
+            sampling=self._sampling,
+            stop_sequences=self._stops,
+            constraint=tools.constraint if tools is not None else None,
+        )
+
+    async def blocks(self) -> AsyncIterator[StreamEvent]:
+        """The content-block events; closing this early cancels the generation."""
+        try:
+            async for out in self._blocks():
+                yield out
+        finally:
+            await self._first.aclose()  # type: ignore[attr-defined]
+            if self._second is not None:
+                await self._second.aclose()  # type: ignore[attr-defined]
+
+    async def _blocks(self) -> AsyncIterator[StreamEvent]:
+        events = self._first
+        input_tokens: int | None = None
+        output_tokens = 0
+        if self.prompt.thinking:
+            thinking: list[str] = []
+            finished = None
             async for event in events:
                 if isinstance(event, TextDelta):
-                    if not block_open:
-                        yield ContentBlockStartEvent(index=0, content_block=TextBlock(text=""))
-                        block_open = True
-                    yield ContentBlockDeltaEvent(index=0, delta=TextBlockDelta(text=event.text))
-                    continue
-                if block_open:
-                    yield ContentBlockStopEvent(index=0)
-                yield MessageDeltaEvent(
-                    delta=MessageDelta(stop_reason=event.stop_reason, stop_sequence=event.stop_sequence),
-                    usage=_usage(event),
-                )
-                yield MessageStopEvent()
-                return
-        finally:
+                    thinking.append(event.text)
+                    for out in self.writer.thinking(event.text):
+                        yield out
+                else:
+                    finished = event
+                    break
             await events.aclose()  # type: ignore[attr-defined]
+            if finished is None:
+                return
+            input_tokens = finished.prompt_tokens - finished.cached_prompt_tokens
+            output_tokens = finished.completion_tokens
+            room = self._max_tokens - output_tokens
+            # Stopped at </think>, or at the budget: the section is closed and the answer follows.
+            closes = finished.stop_reason == "stop_sequence" or (
+                finished.stop_reason == "max_tokens" and finished.completion_tokens >= self._budget
+            )
+            if not closes or room <= 0:
+                for out in self.writer.close():
+                    yield out
+                self._finish(
+                    finished.stop_reason if room > 0 else "max_tokens", None, input_tokens, output_tokens
+                )
+                return
+            closer = THINK_CLOSE if finished.stop_reason == "stop_sequence" else f"\n{THINK_CLOSE}"
+            tail = self._backend.tokenizer.encode("".join(thinking) + closer + "\n\n")
+            events = self._second = self._backend.stream(
+                self._answer_request(self.prompt.tokens + tuple(tail), room)
+            )
+        tools = self.prompt.tools
+        parser = (
+            ToolCallParser(tools.format, tools.names, inside_call=tools.forced) if tools is not None else None
+        )
+        finished = None
+        async for event in events:
+            if isinstance(event, TextDelta):
+                parts = parser.feed(event.text) if parser is not None else [ToolText(event.text)]
+                for part in parts:
+                    for out in self._part(part):
+                        yield out
+            else:
+                finished = event
+                break
+        if finished is None:
+            return
+        for part in parser.finish() if parser is not None else []:
+            for out in self._part(part):
+                yield out
+        for out in self.writer.close():
+            yield out
+        reason: MessageStopReason = finished.stop_reason
+        if reason == "end_turn" and self.writer.tool_calls:
+            reason = "tool_use"
+        if input_tokens is None:
+            input_tokens = finished.prompt_tokens - finished.cached_prompt_tokens
+        self._finish(reason, finished.stop_sequence, input_tokens, output_tokens + finished.completion_tokens)
 
+    def _part(self, part: ToolText | ToolCallStart | ToolInputDelta | ToolCallEnd) -> list[StreamEvent]:
+        if isinstance(part, ToolText):
+            return self.writer.text(part.text)
+        if isinstance(part, ToolCallStart):
+            return self.writer.tool_start(part.name)
+        if isinstance(part, ToolInputDelta):
+            return self.writer.tool_input(part.partial_json)
+        return self.writer.tool_end(part.input)
 
-def _message(request: MessagesRequest, finished: GenerationFinished, content: list[TextBlock]) -> Message:
-    return Message(
-        id=new_message_id(),
-        model=request.model,
-        content=list(content),
-        stop_reason=finished.stop_reason,
-        stop_sequence=finished.stop_sequence,
-        usage=_usage(finished),
-    )
-
-
-def _usage(finished: GenerationFinished) -> Usage:
-    """Anthropic counts cache reads apart from ``input_tokens``."""
-    return Usage(
-        input_tokens=finished.prompt_tokens - finished.cached_prompt_tokens,
-        output_tokens=finished.completion_tokens,
-        cache_read_input_tokens=finished.cached_prompt_tokens,
-    )
+    def _finish(
+        self, reason: MessageStopReason, sequence: str | None, input_tokens: int, output_tokens: int
+    ) -> None:
+        self.stop_reason, self.stop_sequence = reason, sequence
+        cached = len(self.prompt.tokens) - input_tokens
+        # Anthropic counts cache reads apart from ``input_tokens``.
+        self.usage = Usage(
+            input_tokens=input_tokens, output_tokens=output_tokens, cache_read_input_tokens=cached
+        )
 
 
 def _model_object(name: str, display_name: str, created_at: str) -> ModelObject:

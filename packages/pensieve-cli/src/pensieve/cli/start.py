@@ -89,14 +89,24 @@ def _load(config: Config) -> LocalModel:
     from pensieve.engine import load_model
 
     console = Console(stderr=True)
-    with console.status("Loading model...") as status:
-        return load_model(
-            model_path(config),
-            device=config.device,
-            model_id=config.model.id,
-            context_length=config.model.context_length,
-            progress=lambda stage: status.update(f"Loading model: {stage}..."),
-        )
+    try:
+        with console.status("Loading model...") as status:
+            return load_model(
+                model_path(config),
+                device=config.device,
+                model_id=config.model.id,
+                context_length=config.model.context_length,
+                progress=lambda stage: status.update(f"Loading model: {stage}..."),
+            )
+    except (MemoryError, RuntimeError) as exc:
+        # The budget check (ModelTooLargeError) runs first; this is memory running out anyway.
+        # MLX reports a failed allocation as a RuntimeError naming it.
+        if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
+            raise
+        raise click.ClickException(
+            f"out of memory while loading the model ({type(exc).__name__}: {exc or 'no details'}); "
+            "free memory, choose a smaller model, or lower model.context_length"
+        ) from exc
 
 
 def _describe(model: LocalModel) -> None:

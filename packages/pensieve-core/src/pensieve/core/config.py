@@ -51,6 +51,7 @@ class ServerSettings(_Section):
     api_keys: list[str] = []
     pid_file: str | None = None
     shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Browser origins allowed to call the API (CORS); empty sends no CORS headers at all.
     cors_origins: list[str] = []
 
 
@@ -58,12 +59,20 @@ class LimitSettings(_Section):
     """Bounds that keep one client from hurting the others."""
 
     max_body_bytes: Positive = 32 * 1024 * 1024
+    max_header_bytes: Positive = 32 * 1024
     max_messages: Positive = 10_000
     max_tools: Positive = 1_000
     max_output_tokens: Positive = 32_000
-    max_running: Positive = 8
     max_waiting: Annotated[int, msgspec.Meta(ge=0)] = 64
+    max_concurrent_requests: Positive = 128
+    # Per API key: a bucket of ``rate_limit_burst`` requests refilled at this rate; 0 turns it off.
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
+    rate_limit_burst: Positive = 100
     request_timeout_seconds: PositiveFloat = 600.0
+    # Slow clients: the whole body must arrive within read_timeout; an idle connection (or one
+    # still sending its request line and headers) is closed after keep_alive_timeout.
+    read_timeout_seconds: PositiveFloat = 60.0
+    keep_alive_timeout_seconds: PositiveFloat = 5.0
 
 
 class ModelSettings(_Section):
@@ -93,7 +102,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 _SECTIONS: dict[str, type[_Section]] = {
-    f.name: f.type for f in msgspec.structs.fields(Config)  # type: ignore[misc]
+    f.name: f.type
+    for f in msgspec.structs.fields(Config)  # type: ignore[misc]
 }
 
 

@@ -12,6 +12,7 @@ server turns any of them into ``{"type":"error","error":{"type":…,"message":�
     ├── RequestTooLargeError (request_too_large, 413)
     ├── RateLimitError (rate_limit_error, 429)  carries retry_after seconds
     ├── OverloadedError (overloaded_error, 529)
+    ├── RequestTimeoutError (timeout_error, 504)   the answer outlived limits.request_timeout_seconds
     ├── ConfigError (api_error, 500)          lists every problem with its key
     ├── ModelError (api_error, 500)           a model cannot be loaded
     │   ├── ModelFileError                    missing, not a GGUF, truncated or corrupt
@@ -39,6 +40,7 @@ __all__ = [
     "PermissionDeniedError",
     "PromptTooLongError",
     "RateLimitError",
+    "RequestTimeoutError",
     "RequestTooLargeError",
     "UnsupportedModelError",
 ]
@@ -101,6 +103,11 @@ class RateLimitError(PensieveError):
 class OverloadedError(PensieveError):
     error_type = "overloaded_error"
     status_code = 529
+
+
+class RequestTimeoutError(PensieveError):
+    error_type = "timeout_error"
+    status_code = 504
 
 
 class ConfigProblem(Exception):

@@ -10,6 +10,7 @@ __all__ = [
     "GenerationEvent",
     "GenerationFinished",
     "GenerationRequest",
+    "GrammarConstraint",
     "SamplingParams",
     "StopReason",
     "TextDelta",
@@ -31,6 +32,19 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
         return self.temperature <= 0.0
 
 
+class GrammarConstraint(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer text that must follow a grammar, enforced token by token while decoding.
+
+    ``grammar`` is an llguidance Lark grammar (``%json {…}`` embeds a JSON schema). Without a
+    ``trigger`` the whole answer follows it. With one (a Python regular expression over the answer
+    text, searched as tokens arrive), decoding is free until the trigger matches; the text after
+    the match then follows the grammar, so a tool call the model starts on its own is still valid.
+    """
+
+    grammar: str
+    trigger: str | None = None
+
+
 class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
     """A prompt of token ids and the limits of its answer."""
 
@@ -38,6 +52,7 @@ class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_tokens: int
     sampling: SamplingParams = SamplingParams()
     stop_sequences: tuple[str, ...] = ()
+    constraint: GrammarConstraint | None = None
 
 
 class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):

@@ -26,6 +26,13 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     cache_limit_bytes: int
     mlx_version: str
     cpu_count: int
+    blas: str
+    """The BLAS behind MLX's CPU matmuls: ``mkl 2026.2.0``, ``openblas``, ``accelerate``, ``reference``…"""
+    blas_optimized: bool
+    weight_layout: str | None = None
+    """``quantized`` or ``dense`` once a model is loaded (see ``plan_weights``)."""
+    compute_dtype: str | None = None
+    """``float32`` or ``float16`` once a model is loaded."""
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.structs.asdict(self)
@@ -56,6 +63,8 @@ def plan_device(settings: DeviceSettings, report: DeviceReport) -> DeviceInfo:
         cache_limit_bytes=cache,
         mlx_version=version("mlx"),
         cpu_count=report.cpu_count,
+        blas=report.blas,
+        blas_optimized=report.blas_optimized,
     )
 
 

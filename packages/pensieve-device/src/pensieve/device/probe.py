@@ -12,6 +12,7 @@ import mlx.core as mx
 import msgspec
 
 from pensieve.core.errors import PensieveError
+from pensieve.device.blas import load_blas
 
 __all__ = ["DeviceReport", "probe_device"]
 
@@ -36,6 +37,9 @@ class DeviceReport(msgspec.Struct, frozen=True, kw_only=True):
     """Total GPU memory (on Apple silicon: the unified memory, i.e. all of RAM)."""
     gpu_working_set_bytes: int | None = None
     """Metal's recommended maximum working set: what the GPU can use without paging."""
+    blas: str = "reference"
+    """The BLAS behind MLX's CPU matmuls (see ``pensieve.device.blas``)."""
+    blas_optimized: bool = False
 
     @property
     def apple_silicon(self) -> bool:
@@ -48,6 +52,7 @@ def probe_device() -> DeviceReport:
     cuda = _backend_available("cuda")
     gpu = _device_info(mx.gpu) if metal or cuda else {}
     cpu = _device_info(mx.cpu)
+    blas = load_blas()
     return DeviceReport(
         system=platform.system(),
         machine=platform.machine(),
@@ -59,6 +64,8 @@ def probe_device() -> DeviceReport:
         gpu_name=_str_or_none(gpu.get("device_name")),
         gpu_memory_bytes=_int_or_none(gpu.get("memory_size", gpu.get("total_memory"))),
         gpu_working_set_bytes=_int_or_none(gpu.get("max_recommended_working_set_size")),
+        blas=blas.name,
+        blas_optimized=blas.optimized,
     )
 
 

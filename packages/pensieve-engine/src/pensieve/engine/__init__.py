@@ -6,6 +6,7 @@
     print(answer.text)
 """
 
+import pensieve.device  # noqa: F401  (first: it loads the fast BLAS before mlx; see pensieve.device.blas)
 from pensieve.engine.build import build_model, model_args
 from pensieve.engine.model import Completion, LocalModel, load_model, token_steps
 from pensieve.engine.serving import Engine, EventStream

@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -37,15 +39,20 @@ from pensieve.device import (
     configure_device,
     estimate_model_bytes,
     plan_device,
+    plan_weights,
     probe_device,
 )
 from pensieve.engine.build import build_model
+from pensieve.engine.constraint import ConstraintCompiler
 from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
 __all__ = ["Completion", "LocalModel", "load_model", "token_steps"]
 
+logger = logging.getLogger(__name__)
+
 ProgressCallback = Callable[[str], None]
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
 
 class Completion(msgspec.Struct, frozen=True):
@@ -61,8 +68,12 @@ def token_steps(
     sampling: SamplingParams,
     max_tokens: int,
     stream: mx.Stream,
+    logits_processors: list[LogitsProcessor] | None = None,
 ) -> Iterator[int]:
-    """Token ids of the answer to ``prompt_tokens``, at most ``max_tokens`` of them."""
+    """Token ids of the answer to ``prompt_tokens``, at most ``max_tokens`` of them.
+
+    ``logits_processors`` (mlx-lm's: ``(tokens, logits) -> logits``) run before each sampling step.
+    """
     if sampling.seed is not None:
         mx.random.seed(sampling.seed)
     sampler = make_sampler(temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, top_k=sampling.top_k)
@@ -72,6 +83,7 @@ def token_steps(
         stream,
         max_tokens=max_tokens,
         sampler=sampler,
+        logits_processors=logits_processors,
         prompt_cache=make_prompt_cache(model),
     )
     for token, _logprobs in steps:
@@ -96,7 +108,9 @@ class LocalModel:
         self._tokenizer = gguf.tokenizer()
         self._chat_template = gguf.chat_template()
         self._eos = self._tokenizer.eos_token_ids
-        self._streams = threading.local()  # MLX streams belong to the thread that made them
+        self._constraints = ConstraintCompiler(
+            gguf.metadata, self._tokenizer.encode, self._eos, self._tokenizer.bos_token_id, spec.vocab_size
+        )
         path = Path(gguf.path)
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
         self._info = ModelInfo(
@@ -135,7 +149,8 @@ class LocalModel:
     def room_for(self, request: GenerationRequest) -> int:
         """How many tokens the answer may have: ``max_tokens`` clamped to what the context leaves.
 
-        Raises PromptTooLongError when the prompt alone leaves no room for even one token.
+        Raises PromptTooLongError when the prompt alone leaves no room for even one token, and
+        InvalidRequestError when the request's grammar constraint cannot be compiled.
         """
         prompt_length = len(request.prompt_tokens)
         context = self._info.context_length
@@ -143,6 +158,8 @@ class LocalModel:
             raise PromptTooLongError(prompt_length, context - 1)
         if request.max_tokens < 1:
             raise InvalidRequestError("max_tokens: must be at least 1")
+        if request.constraint is not None:
+            self._constraints.check(request.constraint)
         return min(request.max_tokens, context - prompt_length)
 
     def generate(
@@ -161,10 +178,17 @@ class LocalModel:
         generated = 0
         stop_reason: StopReason = "max_tokens"
         matched: str | None = None
-        stream = self._thread_stream()
+        # MLX streams are per thread: generate on the calling thread's own default stream.
+        stream = mx.default_stream(mx.default_device())
+        processors = None
+        if request.constraint is not None:
+            processors = [self._constraints.processor(request.constraint, len(request.prompt_tokens))]
         try:
             with mx.stream(stream):
-                for token in token_steps(self._module, request.prompt_tokens, request.sampling, limit, stream):
+                steps = token_steps(
+                    self._module, request.prompt_tokens, request.sampling, limit, stream, processors
+                )
+                for token in steps:
                     if cancelled is not None and cancelled.is_set():
                         return
                     generated += 1
@@ -192,12 +216,6 @@ class LocalModel:
             prompt_tokens=len(request.prompt_tokens),
             completion_tokens=generated,
         )
-
-    def _thread_stream(self) -> mx.Stream:
-        stream = getattr(self._streams, "stream", None)
-        if stream is None:
-            stream = self._streams.stream = mx.new_stream(mx.default_device())
-        return stream
 
     def complete(self, request: GenerationRequest) -> Completion:
         """The whole answer at once."""
@@ -236,11 +254,14 @@ def load_model(
     context_length: int | None = None,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    weight_layout: Literal["auto", "quantized", "dense"] = "auto",
 ) -> LocalModel:
     """Load a GGUF model (default: the embedded SmolLM2-135M-Instruct) onto the chosen device.
 
-    Refuses, before reading the weights, a model whose weights plus full-context KV cache do not
-    fit the device's memory budget.
+    The device layer picks how the weights are held (``plan_weights``: quantized on a GPU,
+    dequantized float32 on a CPU with an optimized BLAS when it fits); ``weight_layout`` overrides
+    that choice. Refuses, before reading the weights, a model whose weights plus full-context KV
+    cache do not fit the device's memory budget.
     """
     report = progress or (lambda _stage: None)
     settings = device or DeviceSettings()
@@ -250,17 +271,34 @@ def load_model(
     gguf = open_gguf(path if path is not None else default_model_path())
     spec = gguf.spec
     context = min(context_length or spec.context_length, spec.context_length)
-    required = estimate_model_bytes(
-        weight_bytes=gguf.tensor_bytes,
-        context_length=context,
-        num_layers=spec.num_layers,
-        num_kv_heads=spec.num_kv_heads,
-        head_dim=spec.head_dim,
+
+    def required(weight_bytes: int) -> int:
+        return estimate_model_bytes(
+            weight_bytes=weight_bytes,
+            context_length=context,
+            num_layers=spec.num_layers,
+            num_kv_heads=spec.num_kv_heads,
+            head_dim=spec.head_dim,
+        )
+
+    dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
+    layout = plan_weights(
+        planned,
+        quantized_bytes=required(gguf.tensor_bytes),
+        dense_bytes=required(dense_bytes),
+        preference=weight_layout,
     )
-    check_model_fits(required, planned, what=Path(gguf.path).name)
+    logger.info("weights: %s %s (%s)", layout.kind, layout.dtype, layout.reason)
+    check_model_fits(layout.required_bytes, planned, what=Path(gguf.path).name)
     device_info = configure_device(settings, machine)  # only a model that fits changes MLX's limits
     report("loading weights")
-    weights = load_weights(gguf, cache_dir=cache_dir if cache_dir is not None else settings.cache_dir)
+    weights = load_weights(
+        gguf,
+        cache_dir=cache_dir if cache_dir is not None else settings.cache_dir,
+        dequantize=layout.kind == "dense",
+        dtype=getattr(mx, layout.dtype),
+    )
     report("building model")
     module = build_model(gguf, weights)
+    device_info = msgspec.structs.replace(device_info, weight_layout=layout.kind, compute_dtype=layout.dtype)
     return LocalModel(gguf, module, device_info, model_id=model_id, context_length=context)

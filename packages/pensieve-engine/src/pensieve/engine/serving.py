@@ -143,18 +143,38 @@ class Engine:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            with self._count_lock:
-                self._waiting -= 1
-                self._running += 1
-            try:
-                if not job.cancelled.is_set():
-                    for event in self._model.generate(job.request, cancelled=job.cancelled):
-                        job.post(event)
-            except PensieveError as exc:
-                job.post(exc)
-            except Exception as exc:  # one request's failure must not end the thread
-                job.post(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
-            finally:
+        job: _Job | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
                 with self._count_lock:
-                    self._running -= 1
+                    self._waiting -= 1
+                    self._running += 1
+                try:
+                    if not job.cancelled.is_set():
+                        for event in self._model.generate(job.request, cancelled=job.cancelled):
+                            job.post(event)
+                except PensieveError as exc:
+                    job.post(exc)
+                except Exception as exc:  # one request's failure must not end the thread
+                    job.post(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
+                finally:
+                    with self._count_lock:
+                        self._running -= 1
+        except BaseException as exc:
+            self._fail_pending(job, exc)
+            raise
+
+    def _fail_pending(self, current: _Job | None, exc: BaseException) -> None:
+        """The thread is dying: fail the request in hand and every queued one, or they would wait forever."""
+        error = GenerationError(f"the generation thread stopped ({type(exc).__name__}); restart the server")
+        if current is not None:
+            current.post(error)
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                with self._count_lock:
+                    self._waiting -= 1
+                job.post(error)

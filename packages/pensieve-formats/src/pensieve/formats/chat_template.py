@@ -1,9 +1,10 @@
 """The model's chat template (``tokenizer.chat_template``), rendered in a Jinja sandbox.
 
 GGUF files are untrusted, so the template runs in jinja2's ``ImmutableSandboxedEnvironment``:
-it cannot reach Python internals or mutate its inputs. The environment otherwise matches what
-Hugging Face templates are written for: ``trim_blocks``/``lstrip_blocks``, loop controls, a
-``tojson`` that keeps non-ASCII text, and ``raise_exception``/``strftime_now`` helpers.
+it cannot reach Python internals or mutate its inputs, and ``*``/``**`` cannot build values
+large enough to exhaust memory (the sandbox already caps ``range``). The environment otherwise
+matches what Hugging Face templates are written for: ``trim_blocks``/``lstrip_blocks``, loop
+controls, a ``tojson`` that keeps non-ASCII text, and ``raise_exception``/``strftime_now`` helpers.
 """
 
 from __future__ import annotations
@@ -55,8 +56,31 @@ def _tojson(
     )
 
 
+# Bounds on what ``*`` and ``**`` may build: far beyond any prompt, far below the memory of a machine.
+_MAX_REPEATED_ITEMS = 1 << 24
+_MAX_POWER_BITS = 1 << 16
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for items, count in ((left, right), (right, left)):
+                sized = isinstance(items, (str, list, tuple)) and isinstance(count, int)
+                if sized and len(items) * count > _MAX_REPEATED_ITEMS:
+                    raise jinja2.exceptions.SecurityError("repetition result too large")
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and max(left.bit_length(), 1) * right > _MAX_POWER_BITS
+        ):
+            raise jinja2.exceptions.SecurityError("power result too large")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env = _BoundedSandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -114,7 +138,7 @@ class JinjaChatTemplate:
             )
         except _TemplateRaised as exc:
             raise InvalidRequestError(f"the model's chat template rejected the conversation: {exc}") from exc
-        except jinja2.exceptions.SecurityError as exc:
+        except (jinja2.exceptions.SecurityError, OverflowError) as exc:  # OverflowError: a range too big
             raise ModelFileError(
                 f"{self._origin}: the chat template tried an unsafe operation: {exc}"
             ) from exc

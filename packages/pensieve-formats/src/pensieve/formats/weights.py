@@ -1,8 +1,10 @@
 """A GGUF file's tensors as MLX arrays named for mlx-lm's llama module, with a conversion cache.
 
-Quantized tensors stay quantized (see ``_quant`` for the routes). Tensors whose conversion does
-real arithmetic (K-quants, Q5_0/Q5_1) are saved after the first load as one safetensors file
-per model file, keyed by the file's identity, so later loads only read them back.
+Quantized tensors become MLX's quantized layout (see ``_quant`` for the routes). Tensors whose
+conversion does real arithmetic (K-quants, Q5_0/Q5_1) are saved after the first load as one
+safetensors file per model file, keyed by the file's identity, so later loads only read them back.
+On request they are then expanded to dense matrices (for BLAS matmuls on the CPU) and cast to a
+compute dtype.
 """
 
 from __future__ import annotations
@@ -56,8 +58,21 @@ def default_cache_dir() -> Path:
     return base / "pensieve"
 
 
-def load_weights(gguf_file: GGUFFile, cache_dir: str | os.PathLike[str] | None = None) -> MLXWeights:
-    """The file's weights for MLX, converting (or reading from the cache) what MLX cannot take as is."""
+def load_weights(
+    gguf_file: GGUFFile,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    dequantize: bool = False,
+    dtype: mx.Dtype | None = None,
+) -> MLXWeights:
+    """The file's weights for MLX, converting (or reading from the cache) what MLX cannot take as is.
+
+    ``dtype`` is the compute dtype: floating tensors and quantization scales and biases are cast
+    to it, so no matmul casts them on every call; None keeps the file's dtypes. ``dequantize``
+    expands every quantized tensor into a dense ``dtype`` (default float32) matrix, computed in
+    float32 from the very affine parameters the quantized layout holds, so both layouts carry the
+    same weights.
+    """
     parameters: dict[str, mx.array] = {}
     quantization: dict[str, dict[str, int]] = {}
     converted: list[str] = []
@@ -76,7 +91,39 @@ def load_weights(gguf_file: GGUFFile, cache_dir: str | os.PathLike[str] | None =
         parameters_c, quantization_c = cached.load(converted, lambda: _convert(gguf_file, converted))
         parameters.update(parameters_c)
         quantization.update(quantization_c)
+    if dequantize:
+        return _dense(parameters, quantization, dtype or mx.float32)
+    if dtype is not None:
+        parameters = {name: _cast(name, array, quantization, dtype) for name, array in parameters.items()}
     return MLXWeights(parameters=parameters, quantization=quantization)
+
+
+def _cast(name: str, array: mx.array, quantization: dict[str, dict[str, int]], dtype: mx.Dtype) -> mx.array:
+    if name.endswith(".weight") and name.removesuffix(".weight") in quantization:
+        return array  # packed codes
+    return array.astype(dtype)
+
+
+def _dense(
+    parameters: dict[str, mx.array], quantization: dict[str, dict[str, int]], dtype: mx.Dtype
+) -> MLXWeights:
+    dense = {
+        name: array.astype(dtype)
+        for name, array in parameters.items()
+        if name.rpartition(".")[0] not in quantization
+    }
+    for module, settings in quantization.items():
+        weight = mx.dequantize(
+            parameters.pop(f"{module}.weight"),
+            parameters.pop(f"{module}.scales").astype(mx.float32),
+            parameters.pop(f"{module}.biases").astype(mx.float32),
+            group_size=settings["group_size"],
+            bits=settings["bits"],
+        ).astype(dtype)
+        mx.eval(weight)  # one tensor at a time: peak memory stays near the dense model's size
+        dense[f"{module}.weight"] = weight
+    mx.eval(dense)
+    return MLXWeights(parameters=dense, quantization={})
 
 
 def _quantize(gguf_file: GGUFFile, tensor: str, shape: tuple[int, ...]) -> QuantizedTensor:

@@ -2,12 +2,12 @@
 
 A PensieveError answers with its own status and type; a routing HTTPException (unknown path,
 wrong method) becomes the matching Anthropic error; anything else is a 500 ``api_error`` with a
-generic message, its traceback logged under the request id.
+generic message (:func:`internal_error`, which the request-context middleware sends).
 """
 
 from __future__ import annotations
 
-import logging
+import math
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
@@ -21,11 +21,14 @@ from pensieve.core.errors import (
     PensieveError,
     RateLimitError,
 )
-from pensieve.server.context import record_of
+from pensieve.server.context import log_failure, record_of
 
-__all__ = ["EXCEPTION_HANDLERS"]
+__all__ = ["EXCEPTION_HANDLERS", "internal_error"]
 
-logger = logging.getLogger("pensieve.server")
+
+def internal_error(request_id: str) -> Response:
+    """The 500 for a failure nothing else handled; its details stay in the log."""
+    return _error_body_response(PensieveError("internal server error"), request_id)
 
 
 def _error_response(
@@ -36,11 +39,21 @@ def _error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     """The error body of ``error`` under its own status (or ``status_code``, for routing errors)."""
-    request_id = record_of(request).request_id
-    # Set here too: the handler for unexpected errors runs outside the middleware that adds it.
-    all_headers = {"request-id": request_id, **(headers or {})}
+    return _error_body_response(
+        error, record_of(request).request_id, status_code=status_code, headers=headers
+    )
+
+
+def _error_body_response(
+    error: PensieveError,
+    request_id: str,
+    *,
+    status_code: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    all_headers = dict(headers or {})
     if isinstance(error, RateLimitError):
-        all_headers["retry-after"] = str(max(1, round(error.retry_after)))
+        all_headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
     return Response(
         error_body(error, request_id),
         status_code=status_code or error.status_code,
@@ -51,8 +64,7 @@ def _error_response(
 
 async def _pensieve_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, PensieveError)
-    if exc.status_code >= 500:
-        logger.error("%s: %s: %s", record_of(request).request_id, type(exc).__name__, exc.message)
+    log_failure(record_of(request).request_id, exc)
     return _error_response(request, exc)
 
 
@@ -68,13 +80,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return _error_response(request, error, status_code=exc.status_code, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("%s: unexpected error", record_of(request).request_id, exc_info=exc)
-    return _error_response(request, PensieveError("internal server error"))
-
-
 EXCEPTION_HANDLERS = {
     PensieveError: _pensieve_error,
     HTTPException: _http_exception,
-    Exception: _unexpected,
 }

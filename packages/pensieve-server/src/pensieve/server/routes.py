@@ -25,7 +25,9 @@ from pensieve.core.config import LimitSettings
 from pensieve.core.errors import InvalidRequestError, RequestTooLargeError
 from pensieve.core.protocols import ModelInfo
 from pensieve.server.context import record_of
+from pensieve.server.limits import BodyTimeoutError, timed_out
 from pensieve.server.metrics import Metrics
+from pensieve.server.shutdown import Drain, shutting_down
 from pensieve.server.streaming import event_stream_response
 
 __all__ = ["EngineStatus", "Handlers", "read_body"]
@@ -44,20 +46,41 @@ class EngineStatus(Protocol):
     def queue_depth(self) -> int: ...
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes (never read whole)."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body: 413 as soon as it exceeds ``limit`` bytes (it is never read whole), and
+    408 unless all of it arrives within ``timeout`` seconds (a slow client holds a slot)."""
     too_large = RequestTooLargeError(f"request body exceeds the limit of {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    with anyio.move_on_after(timeout) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise BodyTimeoutError(
+            f"the request body did not arrive within {timeout:g} s (limits.read_timeout_seconds)"
+        )
     return b"".join(chunks)
+
+
+async def _answer(
+    request: Request, answer: Awaitable[Message], timeout: float, drain: Drain
+) -> Message | None:
+    """Await ``answer`` within the request's deadline; None if the client disconnects first.
+
+    A disconnect, the deadline or a shutdown's abort cancels ``answer`` and so its generation.
+    """
+    deadline = anyio.current_time() + timeout - record_of(request).elapsed()
+    with drain.abortable(deadline) as scope:
+        message = await _unless_disconnected(request, answer)
+    if scope.cancelled_caught:
+        raise shutting_down() if drain.aborted else timed_out(timeout)
+    return message
 
 
 async def _unless_disconnected(request: Request, answer: Awaitable[Message]) -> Message | None:
@@ -106,21 +129,25 @@ class Handlers:
         engine: EngineStatus,
         metrics: Metrics,
         device: Mapping[str, Any],
+        drain: Drain,
     ) -> None:
         self._service = service
         self._limits = limits
+        self._drain = drain
         self._engine = engine
         self._metrics = metrics
         self._device = dict(device)
         self._started = time.monotonic()
 
     async def messages(self, request: Request) -> Response:
-        body = await read_body(request, self._limits.max_body_bytes)
+        body = await self._body(request)
         message_request = decode_messages_request(body, roles=ACCEPTED_ROLES)
         record = record_of(request)
+        timeout = self._limits.request_timeout_seconds
         if _wants_stream(request, message_request.stream):
-            return event_stream_response(self._service.stream(message_request), record)
-        message = await _unless_disconnected(request, self._service.create(message_request))
+            events = self._service.stream(message_request)
+            return event_stream_response(events, record, timeout=timeout, drain=self._drain)
+        message = await _answer(request, self._service.create(message_request), timeout, self._drain)
         if message is None:
             return Response(status_code=499)  # nobody is listening; the status only reaches the access log
         record.input_tokens = message.usage.input_tokens
@@ -128,9 +155,12 @@ class Handlers:
         return _wire(message)
 
     async def count_tokens(self, request: Request) -> Response:
-        body = await read_body(request, self._limits.max_body_bytes)
+        body = await self._body(request)
         count_request = decode_count_tokens_request(body, roles=ACCEPTED_ROLES)
         return _wire(self._service.count_tokens(count_request))
+
+    async def _body(self, request: Request) -> bytes:
+        return await read_body(request, self._limits.max_body_bytes, self._limits.read_timeout_seconds)
 
     async def list_models(self, request: Request) -> Response:
         params = request.query_params

@@ -1,14 +1,15 @@
 """Streaming an answer as server-sent events.
 
 The status line goes out before generation can fail, so a failure after the start becomes an
-SSE ``error`` event and the stream ends cleanly. When the client goes away Starlette cancels
-the response; the service's iterator is then closed, which cancels the generation.
+SSE ``error`` event and the stream ends cleanly: so does running past the request's deadline
+(``timeout_error``) or the end of a shutdown's grace period (``overloaded_error``). When the
+client goes away Starlette cancels the response; the service's iterator is then closed, which
+cancels the generation.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import anyio
 from starlette.responses import StreamingResponse
@@ -23,19 +24,21 @@ from pensieve.api import (
     error_event,
 )
 from pensieve.core.errors import PensieveError
-from pensieve.server.context import RequestRecord
+from pensieve.server.context import RequestRecord, log_failure
+from pensieve.server.limits import timed_out
+from pensieve.server.shutdown import Drain, shutting_down
 
 __all__ = ["event_stream_response"]
-
-logger = logging.getLogger("pensieve.server")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def event_stream_response(
-    events: AsyncGenerator[StreamEvent, None], record: RequestRecord
+    events: AsyncIterator[StreamEvent], record: RequestRecord, *, timeout: float, drain: Drain
 ) -> StreamingResponse:
-    return _EventStreamResponse(_frames(events, record), media_type="text/event-stream", headers=SSE_HEADERS)
+    """The SSE response of ``events``; it ends ``timeout`` seconds after the request started."""
+    frames = _frames(events, record, timeout, drain)
+    return _EventStreamResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 class _EventStreamResponse(StreamingResponse):
@@ -54,20 +57,30 @@ class _EventStreamResponse(StreamingResponse):
 
 
 async def _frames(
-    events: AsyncGenerator[StreamEvent, None], record: RequestRecord
+    events: AsyncIterator[StreamEvent], record: RequestRecord, timeout: float, drain: Drain
 ) -> AsyncGenerator[bytes, None]:
+    deadline = anyio.current_time() + timeout - record.elapsed()
     try:
-        async for event in events:
+        while True:
+            # A scope per step, never around a yield: cancelling it must not reach the sending.
+            with drain.abortable(deadline) as step:
+                event = await events.__anext__()
+            if step.cancelled_caught:
+                raise shutting_down() if drain.aborted else timed_out(timeout)
             _note(event, record)
             yield encode_sse(event)
+    except StopAsyncIteration:
+        pass
     except PensieveError as exc:
-        logger.warning("%s: stream ended by %s: %s", record.request_id, type(exc).__name__, exc.message)
+        log_failure(record.request_id, exc, "a stream")
         yield encode_sse(error_event(exc))
-    except Exception as exc:
-        logger.error("%s: unexpected error in a stream", record.request_id, exc_info=exc)
+    except Exception as exc:  # noqa: BLE001 - whatever failed, the stream must end with an error event
+        log_failure(record.request_id, exc, "a stream")
         yield encode_sse(error_event(PensieveError("internal server error")))
     finally:
-        await events.aclose()
+        aclose = getattr(events, "aclose", None)  # an async generator's: it cancels the generation
+        if aclose is not None:
+            await aclose()
 
 
 def _note(event: StreamEvent, record: RequestRecord) -> None:
