@@ -121,6 +121,7 @@ def _describe(model: LocalModel) -> None:
         f"Device: {device.backend} ({device.name}), memory budget {format_bytes(device.memory_budget_bytes)}"
         f" of {format_bytes(device.total_memory_bytes)}, MLX {device.mlx_version}"
     )
+    click.echo(f"Weights: {device.weight_layout} {device.compute_dtype}, BLAS {device.blas}")
 
 
 def _serve(model: LocalModel, config: Config) -> None:
