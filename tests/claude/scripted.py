@@ -7,7 +7,7 @@ recorded, not enforced (the engine's tests cover enforcement).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 
 from pensieve.core import (
     GenerationEvent,
@@ -18,6 +18,7 @@ from pensieve.core import (
     TextDelta,
 )
 from pensieve.formats import CHATML_TEMPLATE, JinjaChatTemplate
+from tests.server.fakes import CharTokenizer
 
 # A compact Qwen2.5-style template: tools in the system turn, <tool_call> calls, a tool role
 # rendered as <tool_response>. QWEN3_LIKE adds <think> reasoning replayed from reasoning_content.
@@ -54,17 +55,6 @@ QWEN3_LIKE = QWEN_LIKE.replace(
     "<|im_start|>assistant\n{% if message.reasoning_content %}<think>\n{{ message.reasoning_content }}\n"
     "</think>\n\n{% endif %}{{ message.content }}",
 )
-
-
-class CharTokenizer:
-    eos_token_ids = frozenset({0})
-    vocab_size = 0x110000
-
-    def encode(self, text: str) -> list[int]:
-        return [ord(ch) for ch in text]
-
-    def decode(self, token_ids: Sequence[int]) -> str:
-        return "".join(chr(i) for i in token_ids)
 
 
 class ScriptedBackend:

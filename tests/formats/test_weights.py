@@ -7,18 +7,16 @@ from pathlib import Path
 
 import gguf
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 from mlx.utils import tree_flatten
-from mlx_lm.models import llama
 
 from pensieve.core.errors import UnsupportedModelError
+from pensieve.engine import build_model
 from pensieve.formats import (
     GGUFFile,
     MLXWeights,
-    ModelSpec,
     default_cache_dir,
     load_weights,
     open_gguf,
@@ -68,29 +66,6 @@ def _values(weights: MLXWeights, tensor: str) -> np.ndarray:
     return np.array(array.astype(mx.float32))
 
 
-def _model(spec: ModelSpec, weights: MLXWeights) -> nn.Module:
-    """mlx-lm's llama module holding ``weights``, built only to check that they fit it."""
-    args = llama.ModelArgs(
-        model_type="llama",
-        hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_layers,
-        intermediate_size=spec.intermediate_size,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        head_dim=spec.head_dim,
-        rms_norm_eps=spec.rms_norm_eps,
-        vocab_size=spec.vocab_size,
-        rope_theta=spec.rope_theta,
-        rope_traditional=True,
-        tie_word_embeddings=spec.tie_word_embeddings,
-    )
-    model = llama.Model(args)
-    quantization = weights.quantization
-    nn.quantize(model, class_predicate=lambda path, _module: quantization.get(path, False))
-    model.load_weights(list(weights.parameters.items()), strict=True)
-    return model
-
-
 # --- names -----------------------------------------------------------------------------------
 
 
@@ -125,7 +100,7 @@ def test_names_outside_the_layout(gguf_name: str) -> None:
 
 
 def test_parameters_are_exactly_what_mlx_lm_llama_holds(mixed: GGUFFile, mixed_weights: MLXWeights) -> None:
-    model = _model(mixed.spec, mixed_weights)
+    model = build_model(mixed, mixed_weights)
     assert set(mixed_weights.parameters) == {name for name, _ in tree_flatten(model.parameters())}
 
 
@@ -244,7 +219,7 @@ def test_f32_model_logits_match_the_numpy_reference(tmp_path: Path, tied: bool) 
     path = write_llama_gguf(tmp_path / "m.gguf", tied=tied)
     gguf_file = open_gguf(path)
     tokens = [1, 42, 7, 260, 299, 0, 13]
-    logits = _model(gguf_file.spec, load_weights(gguf_file, cache_dir=tmp_path))(mx.array([tokens]))[0]
+    logits = build_model(gguf_file, load_weights(gguf_file, cache_dir=tmp_path))(mx.array([tokens]))[0]
     np.testing.assert_allclose(np.array(logits), reference_logits(path, tokens), atol=1e-4, rtol=1e-4)
 
 
@@ -252,7 +227,7 @@ def test_mixed_model_logits_stay_close_to_the_numpy_reference(
     mixed: GGUFFile, mixed_weights: MLXWeights
 ) -> None:
     tokens = [1, 42, 7, 260, 299, 0, 13]
-    logits = np.array(_model(mixed.spec, mixed_weights)(mx.array([tokens]))[0].astype(mx.float32))
+    logits = np.array(build_model(mixed, mixed_weights)(mx.array([tokens]))[0].astype(mx.float32))
     reference = reference_logits(mixed.path, tokens)
     assert np.abs(logits - reference).max() <= 0.05 * np.abs(reference).max()
     assert np.array_equal(logits.argmax(axis=-1), reference.argmax(axis=-1))
