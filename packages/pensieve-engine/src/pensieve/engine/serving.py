@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 
 from pensieve.core.errors import GenerationError, OverloadedError, PensieveError
@@ -138,9 +141,11 @@ class Engine:
         return EventStream(job)
 
     def close(self) -> None:
-        """Stop the generation thread after the current request."""
+        """Stop the generation thread after the current request, and wait until it is gone."""
         self._jobs.put(None)
         self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            _wait_for_os_thread_exit(self._thread.native_id)
 
     def _run(self) -> None:
         job: _Job | None = None
@@ -178,3 +183,21 @@ class Engine:
                 with self._count_lock:
                     self._waiting -= 1
                 job.post(error)
+
+
+def _wait_for_os_thread_exit(native_id: int | None, timeout: float = 5.0) -> None:
+    """Wait until the OS has finished a thread that ``join`` already reported done.
+
+    ``join`` returns before the thread runs its C++ thread-local destructors, and MLX's (left by
+    ``mx.async_eval``) take the GIL: if the interpreter is finalizing by then, the thread is
+    ended mid-destructor and the process aborts ("terminate called without an active
+    exception"). Linux lists a process's live threads in /proc; elsewhere there is no such view,
+    so the thread gets a short moment.
+    """
+    task = f"/proc/self/task/{native_id}"
+    if sys.platform != "linux" or native_id is None or not os.path.exists("/proc/self/task"):
+        time.sleep(0.05)
+        return
+    deadline = time.monotonic() + timeout
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.005)
