@@ -61,7 +61,7 @@ def _service(backend: ScriptedBackend) -> MessagesService:
 
 def _stream(service: MessagesService, request: MessagesRequest) -> list[Any]:
     async def collect() -> list[Any]:
-        return [event async for event in service.stream(request)]
+        return [event async for event in await service.stream(request)]
 
     return asyncio.run(collect())
 
@@ -251,9 +251,9 @@ def test_count_tokens_equals_usage_with_system_and_tools() -> None:
     ]
     request = _request(system=system)
     message = asyncio.run(service.create(request))
-    counted = service.count_tokens(request).input_tokens
+    counted = asyncio.run(service.count_tokens(request)).input_tokens
     assert message.usage.input_tokens == counted == len(backend.requests[-1].prompt_tokens)
-    assert counted > service.count_tokens(_request(tools=None)).input_tokens
+    assert counted > asyncio.run(service.count_tokens(_request(tools=None))).input_tokens
 
 
 THOUGHT = "The user wants weather. I will call get_weather."
@@ -345,7 +345,7 @@ def test_thinking_with_a_forced_tool_is_refused_as_the_api_does() -> None:
     with pytest.raises(
         InvalidRequestError, match="Thinking may not be enabled when tool_choice forces tool use"
     ):
-        _service(backend).count_tokens(request)
+        asyncio.run(_service(backend).count_tokens(request))
 
 
 def test_signed_thinking_in_history_is_replayed_and_tampered_thinking_dropped() -> None:

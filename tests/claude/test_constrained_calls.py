@@ -124,6 +124,7 @@ SCHEMAS: list[tuple[str, dict[str, Any]]] = [
 MAX_TOKENS = 48
 
 
+@pytest.mark.timeout(0 if CALLS > 20 else 900)  # the full run outlasts the suite's per-test timeout
 def test_forced_calls_all_validate(default_model: LocalModel) -> None:
     started = time.monotonic()
     failures: list[str] = []

@@ -11,6 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from pensieve.cli import main
+from tests.support.models_dir import write_models_dir
+from tests.support.ports import free_port
 
 CLI = str(Path(sys.executable).with_name("pensieve-cli"))
 
@@ -18,11 +20,11 @@ CLI = str(Path(sys.executable).with_name("pensieve-cli"))
 def test_entry_point_help_lists_every_command() -> None:
     result = subprocess.run([CLI, "--help"], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for command in ("start", "stop", "status", "validate", "models"):
+    for command in ("start", "stop", "status", "validate", "models", "ps"):
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("command", ["start", "stop", "status", "validate", "models"])
+@pytest.mark.parametrize("command", ["start", "stop", "status", "validate", "models", "ps"])
 def test_every_command_has_help(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0, result.output
@@ -92,18 +94,21 @@ def test_validate_reports_an_unreadable_file(tmp_path: Path) -> None:
     assert "<file>" in result.output
 
 
-def test_models_describes_the_default_model(tmp_path: Path) -> None:
+def test_models_lists_the_default_bundled_and_directory_models(tmp_path: Path) -> None:
+    models = write_models_dir(tmp_path / "models", ("beta",))
     path = tmp_path / "config.toml"
-    path.write_text('[model]\naliases = ["local"]\ncontext_length = 2048\n')
-    result = CliRunner().invoke(main, ["models", "--config", str(path)])
+    path.write_text(f'[model]\naliases = ["local"]\ncontext_length = 2048\ndirectory = "{models}"\n')
+    result = CliRunner().invoke(main, ["models", "--config", str(path), "--port", str(free_port())])
     assert result.exit_code == 0, result.output
-    rows = dict(line.split(None, 1) for line in result.output.splitlines())
-    assert rows["architecture"] == "llama"
-    assert rows["quantization"] == "Q4_1"
-    assert rows["aliases"] == "local"
-    assert rows["context"] == "2048 tokens (model: 8192)"
-    assert rows["path"].endswith(".gguf") and Path(rows["path"]).is_file()
-    assert rows["size"].endswith("MB") or rows["size"].endswith("MiB")
+    lines = result.output.splitlines()
+    assert lines[0] == f"Models directory: {models}"
+    assert lines[1].split() == ["NAME", "ARCHITECTURE", "QUANT", "SIZE", "CONTEXT", "LOADED"]
+    rows = {line.split()[0]: line.split() for line in lines[2:] if not line.startswith("Aliases")}
+    default = rows["SmolLM2-135M-Instruct.Q4_1"]
+    assert default[1:3] == ["(default)", "llama"] and default[3] == "Q4_1"
+    assert default[-2:] == ["2048", "no"]  # the configured context; no server runs on that port
+    assert rows["beta"][1:3] == ["llama", "F32"] and rows["beta"][-2:] == ["512", "no"]
+    assert lines[-1] == "Aliases: local -> SmolLM2-135M-Instruct.Q4_1"
 
 
 def test_models_reports_a_missing_file(tmp_path: Path) -> None:

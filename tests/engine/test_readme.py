@@ -15,7 +15,7 @@ README = Path(__file__).resolve().parents[2] / "packages" / "pensieve-engine" / 
 @pytest.mark.real_model
 def test_readme_examples_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict[str, object] = {}
     output = io.StringIO()
     with contextlib.redirect_stdout(output):

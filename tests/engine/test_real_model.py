@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from pensieve.core import (
+    EngineSettings,
     GenerationFinished,
     GenerationRequest,
     OverloadedError,
@@ -119,7 +120,7 @@ def test_closing_a_stream_cancels_its_generation(default_model: LocalModel) -> N
 
 
 def test_full_queue_is_overloaded(default_model: LocalModel) -> None:
-    engine = Engine(default_model, max_waiting=1)
+    engine = Engine(default_model, max_waiting=1, settings=EngineSettings(max_running=1))
     try:
 
         async def flood() -> None:
@@ -127,7 +128,7 @@ def test_full_queue_is_overloaded(default_model: LocalModel) -> None:
             first = engine.stream(long_request)
             while engine.running == 0:
                 await asyncio.sleep(0.01)
-            second = engine.stream(long_request)
+            second = engine.stream(long_request)  # waits: the one batch slot is taken
             with pytest.raises(OverloadedError):
                 engine.stream(long_request)
             for events in (first, second):

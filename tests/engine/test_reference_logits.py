@@ -18,7 +18,7 @@ from gguf import GGMLQuantizationType as Q
 from pensieve.core import DeviceSettings
 from pensieve.engine import load_model
 from tests.support.gguf_factory import MIXED_TYPES, TinyLlamaConfig, write_llama_gguf
-from tests.support.numpy_llama import reference_logits
+from tests.support.numpy_reference import reference_logits
 
 TOKENS = [5, 17, 42, 99, 3, 250, 7, 128, 64, 1]
 CPU = DeviceSettings(device="cpu")

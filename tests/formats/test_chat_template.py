@@ -104,3 +104,22 @@ def test_broken_template_is_a_file_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelFileError, match="not valid Jinja"):
         gguf_file.chat_template()
+
+
+def test_a_gemma_vocabulary_without_a_template_gets_gemma_turns() -> None:
+    from pensieve.formats.chat_template import chat_template_from_metadata
+
+    tokens = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "a"]
+    metadata = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.bos_token_id": 2, "tokenizer.ggml.eos_token_id": 1}
+    template = chat_template_from_metadata(metadata, "gemma.gguf")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+    ]
+    assert template.is_fallback
+    assert template.render(messages) == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    )

@@ -10,10 +10,13 @@ from pensieve.core.errors import ModelFileError, UnsupportedModelError
 from pensieve.core.protocols import Tokenizer
 from pensieve.formats import GGUFFile, GGUFTokenizer, open_gguf
 from tests.support.gguf_factory import (
+    GEMMA_TEMPLATE,
     reference_bpe_tokenizer,
     tiny_bpe_vocab,
+    tiny_gemma_vocab,
     tiny_spm_vocab,
     write_llama_gguf,
+    write_tiny_gguf,
 )
 
 ROUND_TRIP_TEXTS = [
@@ -97,6 +100,7 @@ def _extended_vocab(
         (None, ["12", "34", "a", "b", "c"]),  # no pre recorded: GPT-2
         ("smollm", ["1", "2", "3", "4", "a", "b", "c"]),  # every digit alone
         ("llama-bpe", ["12", "3", "4", "abc"]),  # digits in threes; whole words found in the vocabulary
+        ("qwen2", ["1", "2", "3", "4", "a", "b", "c"]),  # Llama 3's regex, digits alone, merges only
     ],
 )
 def test_pre_tokenizer_follows_tokenizer_ggml_pre(tmp_path: Path, pre: str | None, pieces: list[str]) -> None:
@@ -172,3 +176,46 @@ def test_sentencepiece_round_trips(spm: GGUFTokenizer, text: str) -> None:
 def test_sentencepiece_facts(spm: GGUFTokenizer) -> None:
     assert (spm.bos_token_id, spm.add_bos, spm.eos_token_ids) == (1, True, frozenset({2}))
     assert spm.vocab_size == len(tiny_spm_vocab()[0])
+
+
+# --- Gemma's SentencePiece vocabulary (no space prefix, turn markers) ------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory: pytest.TempPathFactory) -> GGUFFile:
+    path = tmp_path_factory.mktemp("gemma") / "gemma.gguf"
+    return open_gguf(
+        write_tiny_gguf(path, architecture="gemma3", tokenizer_model="gemma", chat_template=GEMMA_TEMPLATE)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        ("hello world", ["hello", "▁world"]),  # add_space_prefix is false: no leading "▁"
+        (" hello", ["▁", "hello"]),
+        ("Hello  world", ["<0x48>", "e", "llo", "▁", "▁world"]),
+        (
+            "<start_of_turn>user\nhello<end_of_turn>",
+            ["<start_of_turn>", "user", "<0x0A>", "hello", "<end_of_turn>"],
+        ),
+    ],
+)
+def test_gemma_pieces(gemma: GGUFFile, text: str, pieces: list[str]) -> None:
+    tokens = tiny_gemma_vocab()[0]
+    assert [tokens[i] for i in gemma.tokenizer().encode(text)] == pieces
+
+
+def test_gemma_chat_prompt(gemma: GGUFFile) -> None:
+    """The template's BOS text becomes the BOS id, the turn markers their ids, and the end-of-turn
+    marker ends generation alongside <eos>."""
+    tokenizer, tokens = gemma.tokenizer(), tiny_gemma_vocab()[0]
+    prompt = gemma.chat_template().render([{"role": "user", "content": "hello"}], add_generation_prompt=True)
+    ids = tokenizer.encode(prompt)
+    assert [tokens[i] for i in ids] == [
+        "<bos>", "<start_of_turn>", "user", "<0x0A>", "hello", "<end_of_turn>", "<0x0A>",
+        "<start_of_turn>", "model", "<0x0A>",
+    ]  # fmt: skip
+    assert tokenizer.decode(ids) == prompt
+    assert (tokenizer.bos_token_id, tokenizer.add_bos) == (tokens.index("<bos>"), True)
+    assert tokenizer.eos_token_ids == {tokens.index("<eos>"), tokens.index("<end_of_turn>")}

@@ -1,4 +1,4 @@
-"""Weights for MLX: names for mlx-lm's llama module, every tensor type, error bounds, and the cache."""
+"""Weights for MLX: names for mlx-lm's modules, every tensor type, error bounds, and the cache."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType as Q
 from mlx.utils import tree_flatten
 
-from pensieve.core.errors import UnsupportedModelError
+from pensieve.core.errors import ModelFileError, UnsupportedModelError
 from pensieve.engine import build_model
 from pensieve.formats import (
     GGUFFile,
@@ -22,8 +22,8 @@ from pensieve.formats import (
     open_gguf,
     tensor_name_map,
 )
-from tests.support.gguf_factory import MIXED_TYPES, write_llama_gguf
-from tests.support.numpy_llama import reference_logits
+from tests.support.gguf_factory import MIXED_TYPES, TinyLlamaConfig, write_llama_gguf, write_tiny_gguf
+from tests.support.numpy_reference import reference_logits
 
 # (group_size, bits) each GGML type becomes; see the package README for why.
 EXPECTED_LAYOUT = {
@@ -97,6 +97,99 @@ def test_tensor_name_map(gguf_name: str, mlx_name: str) -> None:
 def test_names_outside_the_layout(gguf_name: str) -> None:
     with pytest.raises(UnsupportedModelError, match="llama layout"):
         tensor_name_map(gguf_name)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "gguf_name", "mlx_name"),
+    [
+        ("qwen2", "blk.1.attn_q.bias", "model.layers.1.self_attn.q_proj.bias"),
+        ("qwen2", "blk.1.attn_v.bias", "model.layers.1.self_attn.v_proj.bias"),
+        ("qwen3", "blk.2.attn_q_norm.weight", "model.layers.2.self_attn.q_norm.weight"),
+        ("qwen3", "blk.2.attn_k_norm.weight", "model.layers.2.self_attn.k_norm.weight"),
+        ("gemma2", "blk.0.ffn_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight"),
+        ("gemma2", "blk.0.post_attention_norm.weight", "model.layers.0.post_attention_layernorm.weight"),
+        ("gemma2", "blk.0.post_ffw_norm.weight", "model.layers.0.post_feedforward_layernorm.weight"),
+        ("gemma3", "blk.5.attn_k_norm.weight", "model.layers.5.self_attn.k_norm.weight"),
+        ("gemma3", "output.weight", "lm_head.weight"),
+        ("phi3", "blk.0.attn_qkv.weight", "model.layers.0.self_attn.qkv_proj.weight"),
+        ("phi3", "blk.0.ffn_up.weight", "model.layers.0.mlp.gate_up_proj.weight"),
+        ("phi3", "blk.0.ffn_norm.weight", "model.layers.0.post_attention_layernorm.weight"),
+    ],
+)
+def test_tensor_name_map_of_other_architectures(architecture: str, gguf_name: str, mlx_name: str) -> None:
+    assert tensor_name_map(gguf_name, architecture) == mlx_name
+
+
+@pytest.mark.parametrize(
+    ("architecture", "gguf_name"),
+    [
+        ("qwen3", "blk.0.attn_q.bias"),  # only qwen2 has biases
+        ("qwen2", "blk.0.attn_q_norm.weight"),
+        ("gemma2", "output.weight"),  # mlx-lm's gemma2 always ties the output to the embeddings
+        ("phi3", "blk.0.attn_q.weight"),  # phi3 runs on the fused matrix
+        ("phi3", "rope_factors_long.weight"),
+        ("mamba", "token_embd.weight"),
+    ],
+)
+def test_names_outside_other_layouts(architecture: str, gguf_name: str) -> None:
+    with pytest.raises(UnsupportedModelError, match=f"{architecture} layout"):
+        tensor_name_map(gguf_name, architecture)
+
+
+def test_gemma_norms_are_stored_plus_one(tmp_path: Path) -> None:
+    """llama.cpp's converter stores Gemma's RMSNorm weight w as 1 + w; mlx-lm's module wants w."""
+    path = write_tiny_gguf(tmp_path / "g.gguf", architecture="gemma3", config=TinyLlamaConfig(hidden_size=64))
+    gguf_file = open_gguf(path)
+    weights = load_weights(gguf_file, cache_dir=tmp_path / "cache")
+    for tensor in ("output_norm.weight", "blk.1.attn_q_norm.weight", "blk.0.post_ffw_norm.weight"):
+        stored = np.asarray(gguf_file.tensor_data(tensor))
+        loaded = np.array(weights.parameters[tensor_name_map(tensor, "gemma3")])
+        np.testing.assert_allclose(loaded, stored - 1)
+    untouched = np.asarray(gguf_file.tensor_data("blk.0.attn_q.weight"))
+    loaded = np.array(weights.parameters["model.layers.0.self_attn.q_proj.weight"])
+    np.testing.assert_array_equal(loaded, untouched)
+
+
+def test_gemma2_with_its_own_output_matrix_is_refused(tmp_path: Path) -> None:
+    extra = {"output.weight": ((300, 256), Q.F32)}
+    path = write_tiny_gguf(tmp_path / "g.gguf", architecture="gemma2", extra_tensors=extra)
+    with pytest.raises(UnsupportedModelError, match="'output.weight' is not part of the gemma2 layout"):
+        open_gguf(path)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "missing", "extra"),
+    [
+        ("qwen2", "blk.1.attn_k.bias", None),
+        ("qwen3", "blk.0.attn_q_norm.weight", None),
+        ("gemma3", "blk.0.post_ffw_norm.weight", None),
+        # phi3's fused gate|up matrix holds twice the feed-forward rows
+        ("phi3", None, ("blk.0.ffn_up.weight", (512, 256))),
+    ],
+)
+def test_layouts_check_every_tensor(
+    tmp_path: Path, architecture: str, missing: str | None, extra: tuple[str, tuple[int, int]] | None
+) -> None:
+    path = write_tiny_gguf(tmp_path / "m.gguf", architecture=architecture)
+    reader = gguf.GGUFReader(path)
+    writer = gguf.GGUFWriter(str(tmp_path / "damaged.gguf"), architecture)
+    for key, field in reader.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            sub_type = field.types[-1] if len(field.types) > 1 else None
+            writer.add_key_value(key, field.contents(), field.types[0], sub_type)
+    for tensor in reader.tensors:
+        if tensor.name == missing:
+            continue
+        data = np.asarray(tensor.data).reshape(tuple(reversed(tensor.shape.tolist())))
+        if extra is not None and tensor.name == extra[0]:
+            data = np.zeros(extra[1], dtype=np.float32)
+        writer.add_tensor(tensor.name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelFileError, match=f"tensor '{missing or extra[0]}'"):
+        open_gguf(tmp_path / "damaged.gguf")
 
 
 def test_parameters_are_exactly_what_mlx_lm_llama_holds(mixed: GGUFFile, mixed_weights: MLXWeights) -> None:

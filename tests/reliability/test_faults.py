@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -71,30 +69,51 @@ class _ThreadKiller(BaseException):
     """What no ``except Exception`` catches: the generation thread dies of it."""
 
 
+class _FragileScheduler:
+    """A batch scheduler whose second request kills the generation thread."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[object, GenerationRequest]] = []
+        self.calls = 0
+        self.running = self.waiting = self.prefix_cache_bytes = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.requests)
+
+    def add(self, key: object, request: GenerationRequest, _max_tokens: int) -> None:
+        self.requests.append((key, request))
+
+    def cancel(self, key: object) -> None:
+        self.requests = [(k, r) for k, r in self.requests if k != key]
+
+    def step(self) -> list[tuple[object, list[GenerationEvent], bool]]:
+        key, request = self.requests.pop(0)
+        self.calls += 1
+        if self.calls > 1:
+            raise _ThreadKiller
+        finished = GenerationFinished(
+            stop_reason="end_turn", stop_sequence=None, prompt_tokens=len(request.prompt_tokens), completion_tokens=1
+        )
+        return [(key, [TextDelta("Hi"), finished], True)]
+
+    def close(self) -> None:
+        pass
+
+
 class _FragileModel:
-    """A model (the layer under the engine) whose second request kills the generation thread."""
+    """A model (the layer under the engine) whose scheduler dies on its second request."""
 
     def __init__(self) -> None:
         fake = FakeBackend()
         self.info, self.tokenizer, self.chat_template = fake.info, fake.tokenizer, fake.chat_template
-        self.calls = 0
+        self._scheduler = _FragileScheduler()
 
     def room_for(self, request: GenerationRequest) -> int:
         return request.max_tokens
 
-    def generate(
-        self, request: GenerationRequest, cancelled: threading.Event | None = None
-    ) -> Iterator[GenerationEvent]:
-        self.calls += 1
-        yield TextDelta("Hi")
-        if self.calls > 1:
-            raise _ThreadKiller
-        yield GenerationFinished(
-            stop_reason="end_turn",
-            stop_sequence=None,
-            prompt_tokens=len(request.prompt_tokens),
-            completion_tokens=1,
-        )
+    def scheduler(self, **_settings: int) -> _FragileScheduler:
+        return self._scheduler
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the death is the test
@@ -147,12 +166,13 @@ def test_a_model_too_large_for_memory_is_one_clear_cli_error(tmp_path: Path) -> 
 def test_running_out_of_memory_while_loading_is_one_clear_cli_error(
     failure: Exception, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import pensieve.engine
+    import pensieve.engine.pool
 
     def load_model(*_args: object, **_kwargs: object) -> None:
         raise failure
 
-    monkeypatch.setattr(pensieve.engine, "load_model", load_model)  # the layer below the CLI
+    # The layer below the CLI: the model pool loads the default model on its worker thread.
+    monkeypatch.setattr(pensieve.engine.pool, "load_model", load_model)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     result = CliRunner().invoke(main, ["start", "--port", "0"])
     assert result.exit_code == 1

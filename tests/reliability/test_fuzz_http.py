@@ -465,8 +465,13 @@ test_wrongly_typed_fields_are_named = _property("typed", long=False)
 test_raw_bodies = _property("raw", long=False)
 test_odd_headers_and_paths = _property("headers", long=False)
 
-test_valid_requests_long = pytest.mark.fuzz_long(_property("valid", long=True))
-test_mutated_requests_long = pytest.mark.fuzz_long(_property("mutated", long=True))
-test_wrongly_typed_fields_are_named_long = pytest.mark.fuzz_long(_property("typed", long=True))
-test_raw_bodies_long = pytest.mark.fuzz_long(_property("raw", long=True))
-test_odd_headers_and_paths_long = pytest.mark.fuzz_long(_property("headers", long=True))
+def _long(test: Any) -> Any:
+    """A long-run variant: opt-in, and exempt from the suite's per-test timeout."""
+    return pytest.mark.fuzz_long(pytest.mark.timeout(0)(test))
+
+
+test_valid_requests_long = _long(_property("valid", long=True))
+test_mutated_requests_long = _long(_property("mutated", long=True))
+test_wrongly_typed_fields_are_named_long = _long(_property("typed", long=True))
+test_raw_bodies_long = _long(_property("raw", long=True))
+test_odd_headers_and_paths_long = _long(_property("headers", long=True))

@@ -42,3 +42,8 @@ def assert_well_ordered(events: list[tuple[str, dict[str, Any]]]) -> None:
 
 def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:
     return "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+
+
+def prompt_size(usage: Any) -> int:
+    """The whole prompt a usage reports: as Anthropic counts, cached parts are apart from input_tokens."""
+    return int(usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens)

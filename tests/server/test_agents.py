@@ -21,7 +21,7 @@ from pensieve.server import create_app
 from tests.claude.scripted import ScriptedBackend
 from tests.server import claude_code
 from tests.server.conftest import RunningServer, running
-from tests.server.sse import parse_sse
+from tests.server.sse import parse_sse, prompt_size
 
 GREEDY = {"temperature": 0}
 WEATHER_SCHEMA = {
@@ -171,7 +171,7 @@ def test_forced_tool_loop_with_the_sdk(client: anthropic.Anthropic) -> None:
     without_result = client.messages.count_tokens(
         model="claude-sonnet-4-5", tools=[WEATHER], tool_choice={"type": "none"}, messages=history[:2]
     )
-    assert final.usage.input_tokens == counted.input_tokens > without_result.input_tokens
+    assert prompt_size(final.usage) == counted.input_tokens > without_result.input_tokens
 
 
 @pytest.mark.real_model
@@ -202,6 +202,10 @@ def test_streamed_tool_use_equals_the_non_streamed_one(client: anthropic.Anthrop
 def test_claude_code_replay_succeeds_end_to_end(real_server: RunningServer) -> None:
     # The --bare shape: a short system text and three tools, so the prompt prefills quickly on a CPU.
     body = claude_code.body(tools=[claude_code.TOOLS[0], claude_code.TOOLS[3], claude_code.TOOLS[9]])
+    # Claude Code's max_tokens 32000 and thinking budget are accepted (test_limits, thinking tests);
+    # here the answer stays short for a CPU.
+    body["max_tokens"] = 32
+    del body["thinking"]
     with httpx.Client(base_url=real_server.base_url, timeout=600) as http:
         with http.stream("POST", claude_code.PATH, json=body, headers=claude_code.HEADERS) as response:
             assert response.status_code == 200, response.read()
@@ -209,10 +213,12 @@ def test_claude_code_replay_succeeds_end_to_end(real_server: RunningServer) -> N
             events = parse_sse(response.iter_lines())
         blocks = assert_blocks_well_formed(events)
         assert blocks, "the answer has no content"
+        stop_reason = next(data["delta"]["stop_reason"] for name, data in events if name == "message_delta")
         for block in blocks:
             if block["type"] == "tool_use":
                 assert block["name"] in ("Bash", "Read")
-                json.loads(block["_json"])
+                if stop_reason == "tool_use":  # complete calls carry valid JSON input
+                    json.loads(block["_json"])
         counted_body = {k: v for k, v in body.items() if k not in ("max_tokens", "stream")}
         counted = http.post(
             "/v1/messages/count_tokens?beta=true", json=counted_body, headers=claude_code.HEADERS

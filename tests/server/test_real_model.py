@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import RunningServer
-from tests.server.sse import assert_well_ordered, parse_sse, text_of
+from tests.server.sse import assert_well_ordered, parse_sse, prompt_size, text_of
 
 pytestmark = pytest.mark.real_model
 
@@ -66,10 +66,27 @@ def test_count_tokens_equals_usage_with_system_and_turns(client: anthropic.Anthr
     message = client.messages.create(
         model="claude-sonnet-4-5", max_tokens=12, messages=messages, system=system, extra_body=GREEDY
     )
-    assert counted.input_tokens == message.usage.input_tokens
+    assert counted.input_tokens == prompt_size(message.usage)
     assert "Ada" in message.content[0].text
     alone = client.messages.count_tokens(model="claude-sonnet-4-5", messages=messages[2:])
     assert alone.input_tokens < counted.input_tokens
+
+
+def test_a_repeated_prompt_is_read_from_the_prefix_cache(client: anthropic.Anthropic) -> None:
+    system = "You are a geography tutor. Answer in one short sentence. " * 8
+    question = [{"role": "user", "content": "What is the capital of Spain?"}]
+
+    def ask() -> anthropic.types.Message:
+        return client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=12, system=system, messages=question, extra_body=GREEDY
+        )
+
+    first, second = ask(), ask()
+    counted = client.messages.count_tokens(model="claude-sonnet-4-5", system=system, messages=question)
+    assert prompt_size(first.usage) == prompt_size(second.usage) == counted.input_tokens
+    assert second.usage.cache_read_input_tokens == counted.input_tokens - 1  # all but the token read to answer
+    assert second.usage.cache_creation_input_tokens == 0
+    assert second.content[0].text == first.content[0].text  # reuse never changes the answer
 
 
 def test_system_prompt_reaches_the_model(client: anthropic.Anthropic) -> None:
@@ -80,7 +97,7 @@ def test_system_prompt_reaches_the_model(client: anthropic.Anthropic) -> None:
     )
     counted = client.messages.count_tokens(model="claude-sonnet-4-5", system=short, messages=FRANCE)
     counted_longer = client.messages.count_tokens(model="claude-sonnet-4-5", system=longer, messages=FRANCE)
-    assert message.usage.input_tokens == counted.input_tokens < counted_longer.input_tokens
+    assert prompt_size(message.usage) == counted.input_tokens < counted_longer.input_tokens
     assert "Paris" in message.content[0].text
 
 

@@ -1,8 +1,11 @@
-"""Tiny synthetic llama GGUF files for tests, and ways to damage them.
+"""Tiny synthetic GGUF files for tests, and ways to damage them.
 
-``write_llama_gguf`` writes a two-layer llama (hidden 256 so K-quant rows fit their 256-wide
-super-blocks) with a byte-level BPE vocabulary of 300 tokens trained on a few sentences, ChatML
-special tokens and template. Weights are random with a fixed seed, stored as GGUF stores them
+``write_tiny_gguf`` writes a two-layer model of any supported architecture (llama by default;
+hidden 256 so K-quant rows fit their 256-wide super-blocks) in the tensor layout and metadata keys
+llama.cpp's converter writes for it, with a byte-level BPE vocabulary of 300 tokens trained on a
+few sentences, ChatML special tokens and template (or a SentencePiece vocabulary, llama- or
+Gemma-style). ``write_llama_gguf`` is the same writer under its older name.
+Weights are random with a fixed seed, stored as GGUF stores them
 (Q/K in llama.cpp's permuted order is just "whatever is in the file" for a random model).
 ``gguf.quants.quantize`` cannot write K-quants, so K-quant tensors are random valid blocks whose
 fp16 scale fields are set to finite values of a sensible size.
@@ -24,6 +27,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = [
     "CHATML_TEMPLATE",
+    "GEMMA_TEMPLATE",
     "K_QUANTS",
     "MIXED_TYPES",
     "SPECIAL_TOKENS",
@@ -35,9 +39,11 @@ __all__ = [
     "set_tensor_offset",
     "set_tensor_type_id",
     "tiny_bpe_vocab",
+    "tiny_gemma_vocab",
     "tiny_spm_vocab",
     "truncate_file",
     "write_llama_gguf",
+    "write_tiny_gguf",
 ]
 
 CHATML_TEMPLATE = (
@@ -45,6 +51,13 @@ CHATML_TEMPLATE = (
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 K_QUANTS = (Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)
@@ -175,6 +188,48 @@ def tiny_spm_vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, types
 
 
+_GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
+_GEMMA_PIECES = (
+    ("he", -1.0),
+    ("ll", -2.0),
+    ("llo", -3.0),
+    ("hello", -4.0),
+    ("▁w", -5.0),
+    ("or", -6.0),
+    ("▁wor", -7.0),
+    ("ld", -8.0),
+    ("▁world", -9.0),
+    ("us", -10.0),
+    ("er", -11.0),
+    ("user", -12.0),
+    ("mo", -13.0),
+    ("de", -14.0),
+    ("del", -15.0),
+    ("model", -16.0),
+)
+
+
+def tiny_gemma_vocab() -> tuple[list[str], list[float], list[int]]:
+    """A small Gemma-style SentencePiece vocabulary: tokens, scores and token types.
+
+    ``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3, then the turn markers ``<start_of_turn>``
+    and ``<end_of_turn>`` (control tokens), the 256 byte tokens, merged pieces and characters.
+    Gemma files set ``add_space_prefix`` to false, so only spaces inside the text become ``▁``.
+    """
+    tokens = list(_GEMMA_SPECIALS) + [f"<0x{b:02X}>" for b in range(256)]
+    types = [3, 3, 3, 2, 3, 3] + [6] * 256
+    scores = [0.0] * len(tokens)
+    for piece, score in _GEMMA_PIECES:
+        tokens.append(piece)
+        scores.append(score)
+        types.append(1)
+    for index, char in enumerate(_SPM_CHARS):
+        tokens.append(char)
+        scores.append(-100.0 - index)
+        types.append(1)
+    return tokens, scores, types
+
+
 def kquant_blocks(qtype: Q, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
     """Random but valid K-quant data for a ``rows x cols`` tensor (uint8, GGUF byte layout)."""
     block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -202,10 +257,49 @@ def _tensor_data(name: str, shape: tuple[int, ...], qtype: Q, rng: np.random.Gen
     return rng.integers(0, 256, size=(*shape[:-1], shape[-1] // block_size * type_size), dtype=np.uint8)
 
 
-def _tensor_shapes(config: TinyLlamaConfig, vocab_size: int, tied: bool) -> dict[str, tuple[int, ...]]:
+# GGUF block tensors of each architecture, as llama.cpp's converter names them.
+_LLAMA_BLOCK = (
+    "attn_norm",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+)
+_GEMMA2_BLOCK = (*_LLAMA_BLOCK, "post_attention_norm", "post_ffw_norm")
+_BLOCKS: dict[str, tuple[str, ...]] = {
+    "llama": _LLAMA_BLOCK,
+    "mistral": _LLAMA_BLOCK,
+    "qwen2": _LLAMA_BLOCK,
+    "qwen3": (*_LLAMA_BLOCK, "attn_q_norm", "attn_k_norm"),
+    "gemma2": _GEMMA2_BLOCK,
+    "gemma3": (*_GEMMA2_BLOCK, "attn_q_norm", "attn_k_norm"),
+    "phi3": ("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"),
+}
+
+
+def _tensor_shapes(
+    config: TinyLlamaConfig, architecture: str, vocab_size: int, tied: bool
+) -> dict[str, tuple[int, ...]]:
     hidden, ffn = config.hidden_size, config.intermediate_size
     head_dim = config.head_dim or hidden // config.num_heads
     q, kv = config.num_heads * head_dim, config.num_kv_heads * head_dim
+    block = _BLOCKS.get(architecture, _LLAMA_BLOCK)  # unknown architectures: llama's tensors
+    kinds: dict[str, tuple[int, ...]] = {
+        "attn_q": (q, hidden),
+        "attn_k": (kv, hidden),
+        "attn_v": (kv, hidden),
+        "attn_qkv": (q + 2 * kv, hidden),
+        "attn_q_norm": (head_dim,),
+        "attn_k_norm": (head_dim,),
+        "attn_output": (hidden, q),
+        "ffn_gate": (ffn, hidden),
+        "ffn_up": (ffn if "ffn_gate" in block else 2 * ffn, hidden),
+        "ffn_down": (hidden, ffn),
+    }
     shapes: dict[str, tuple[int, ...]] = {
         "token_embd.weight": (vocab_size, hidden),
         "output_norm.weight": (hidden,),
@@ -213,30 +307,52 @@ def _tensor_shapes(config: TinyLlamaConfig, vocab_size: int, tied: bool) -> dict
     if not tied:
         shapes["output.weight"] = (vocab_size, hidden)
     for i in range(config.num_layers):
-        shapes.update(
-            {
-                f"blk.{i}.attn_norm.weight": (hidden,),
-                f"blk.{i}.attn_q.weight": (q, hidden),
-                f"blk.{i}.attn_k.weight": (kv, hidden),
-                f"blk.{i}.attn_v.weight": (kv, hidden),
-                f"blk.{i}.attn_output.weight": (hidden, q),
-                f"blk.{i}.ffn_norm.weight": (hidden,),
-                f"blk.{i}.ffn_gate.weight": (ffn, hidden),
-                f"blk.{i}.ffn_up.weight": (ffn, hidden),
-                f"blk.{i}.ffn_down.weight": (hidden, ffn),
-            }
-        )
+        for kind in block:
+            shapes[f"blk.{i}.{kind}.weight"] = kinds.get(kind, (hidden,))
+            if architecture == "qwen2" and kind in ("attn_q", "attn_k", "attn_v"):
+                shapes[f"blk.{i}.{kind}.bias"] = kinds[kind][:1]
     return shapes
 
 
-def write_llama_gguf(
+def _vocabulary(tokenizer_model: str, tokenizer_pre: str | None) -> dict[str, Any]:
+    if tokenizer_model in ("llama", "gemma"):
+        tokens, scores, token_types = tiny_spm_vocab() if tokenizer_model == "llama" else tiny_gemma_vocab()
+        vocabulary: dict[str, Any] = {
+            "tokenizer.ggml.model": "llama",
+            "tokenizer.ggml.tokens": tokens,
+            "tokenizer.ggml.scores": scores,
+            "tokenizer.ggml.token_type": token_types,
+        }
+        if tokenizer_model == "llama":
+            ids = {"bos_token_id": 1, "eos_token_id": 2, "unknown_token_id": 0}
+            return vocabulary | {f"tokenizer.ggml.{key}": value for key, value in ids.items()}
+        ids = {"bos_token_id": 2, "eos_token_id": 1, "unknown_token_id": 3, "padding_token_id": 0}
+        return (
+            vocabulary
+            | {f"tokenizer.ggml.{key}": value for key, value in ids.items()}
+            | {"tokenizer.ggml.add_bos_token": True, "tokenizer.ggml.add_space_prefix": False}
+        )
+    tokens, merges = tiny_bpe_vocab()
+    return {
+        "tokenizer.ggml.model": tokenizer_model,
+        "tokenizer.ggml.pre": tokenizer_pre,
+        "tokenizer.ggml.tokens": tokens,
+        "tokenizer.ggml.token_type": [3 if t in SPECIAL_TOKENS else 1 for t in tokens],
+        "tokenizer.ggml.merges": merges,
+        "tokenizer.ggml.bos_token_id": tokens.index("<|im_start|>"),
+        "tokenizer.ggml.eos_token_id": tokens.index("<|im_end|>"),
+        "tokenizer.ggml.add_bos_token": False,
+    }
+
+
+def write_tiny_gguf(
     path: str | Path,
     *,
+    architecture: str = "llama",
     config: TinyLlamaConfig = TinyLlamaConfig(),
     tensor_types: Mapping[str, Q] | None = None,
     default_type: Q = Q.F32,
     tied: bool = False,
-    architecture: str = "llama",
     chat_template: str | None = CHATML_TEMPLATE,
     tokenizer_pre: str | None = "default",
     tokenizer_model: str = "gpt2",
@@ -244,43 +360,24 @@ def write_llama_gguf(
     extra_tensors: Mapping[str, tuple[tuple[int, ...], Q]] | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny llama GGUF and return its path.
+    """Write a tiny GGUF model of ``architecture`` and return its path.
 
-    ``tensor_types`` maps GGUF tensor names to their type (others get ``default_type``; norms are
-    always F32). ``tokenizer_model`` "llama" swaps in the SentencePiece vocabulary of
-    ``tiny_spm_vocab`` (BOS ``<s>``, EOS ``</s>``). ``metadata`` adds or overrides keys (str, bool,
-    int → uint32, float → float32, lists); a value of None removes a key. ``extra_tensors`` adds
-    tensors by name: (shape, type).
+    ``tensor_types`` maps GGUF tensor names to their type (others get ``default_type``; norms and
+    biases are always F32). Gemma 2 files are always tied, as llama.cpp writes them; their norms
+    hold 1 + w, which the random values around 1 stand for. ``tokenizer_model`` "llama" swaps in
+    the SentencePiece vocabulary of ``tiny_spm_vocab`` (BOS ``<s>``, EOS ``</s>``), "gemma" that of
+    ``tiny_gemma_vocab`` (BOS ``<bos>``, EOS ``<eos>``; pair it with ``GEMMA_TEMPLATE``).
+    ``metadata`` adds or overrides keys (str, bool, int → uint32, float → float32, lists); a
+    value of None removes a key. ``extra_tensors`` adds tensors by name: (shape, type).
     """
     path = Path(path)
     rng = np.random.default_rng(seed)
     types = dict(tensor_types or {})
     arch = architecture
-    if tokenizer_model == "llama":
-        tokens, scores, token_types = tiny_spm_vocab()
-        vocabulary: dict[str, Any] = {
-            "tokenizer.ggml.model": "llama",
-            "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.scores": scores,
-            "tokenizer.ggml.token_type": token_types,
-            "tokenizer.ggml.bos_token_id": 1,
-            "tokenizer.ggml.eos_token_id": 2,
-            "tokenizer.ggml.unknown_token_id": 0,
-        }
-    else:
-        tokens, merges = tiny_bpe_vocab()
-        vocabulary = {
-            "tokenizer.ggml.model": tokenizer_model,
-            "tokenizer.ggml.pre": tokenizer_pre,
-            "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.token_type": [3 if t in SPECIAL_TOKENS else 1 for t in tokens],
-            "tokenizer.ggml.merges": merges,
-            "tokenizer.ggml.bos_token_id": tokens.index("<|im_start|>"),
-            "tokenizer.ggml.eos_token_id": tokens.index("<|im_end|>"),
-            "tokenizer.ggml.add_bos_token": False,
-        }
+    vocabulary = _vocabulary(tokenizer_model, tokenizer_pre)
+    head_dim = config.head_dim or config.hidden_size // config.num_heads
     values: dict[str, Any] = {
-        "general.name": "tiny-llama",
+        "general.name": f"tiny-{arch}",
         f"{arch}.context_length": config.context_length,
         f"{arch}.embedding_length": config.hidden_size,
         f"{arch}.block_count": config.num_layers,
@@ -289,7 +386,7 @@ def write_llama_gguf(
         f"{arch}.attention.head_count_kv": config.num_kv_heads,
         f"{arch}.rope.freq_base": config.rope_theta,
         f"{arch}.attention.layer_norm_rms_epsilon": config.rms_norm_eps,
-        f"{arch}.rope.dimension_count": config.head_dim or config.hidden_size // config.num_heads,
+        f"{arch}.rope.dimension_count": head_dim,
         f"{arch}.attention.key_length": config.head_dim,
         f"{arch}.attention.value_length": config.head_dim,
         **vocabulary,
@@ -301,7 +398,8 @@ def write_llama_gguf(
     for key, value in values.items():
         if value is not None:
             _add_value(writer, key, value)
-    shapes = _tensor_shapes(config, len(values.get("tokenizer.ggml.tokens") or tokens), tied)
+    vocab_size = len(values.get("tokenizer.ggml.tokens") or vocabulary["tokenizer.ggml.tokens"])
+    shapes = _tensor_shapes(config, arch, vocab_size, tied or arch == "gemma2")
     for name, shape in shapes.items():
         qtype = Q.F32 if len(shape) == 1 else types.get(name, default_type)
         _add_tensor(writer, name, _tensor_data(name, shape, qtype, rng), qtype)
@@ -312,6 +410,9 @@ def write_llama_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+write_llama_gguf = write_tiny_gguf
 
 
 def _add_tensor(writer: gguf.GGUFWriter, name: str, data: np.ndarray, qtype: Q) -> None:

@@ -1,13 +1,13 @@
 """Pensieve claude: Anthropic Messages semantics on a local model.
 
-Model names (any ``claude-*`` or a configured alias) resolve to a loaded model; a conversation is
+Model names (a model's, a configured alias or any ``claude-*``) resolve to a model, loaded on demand; a conversation is
 rendered with the model's chat template, tools included; engine events become content blocks
 (text, tool_use, thinking), stop reasons and usage, or the SSE events of a stream. Tool calls the
 model writes are parsed into tool_use blocks, and their input is grammar-constrained to the tool's
 input_schema while it is decoded.
 """
 
-from pensieve.claude.catalog import ModelCatalog
+from pensieve.claude.catalog import ModelCatalog, ModelSource
 from pensieve.claude.prompt import ACCEPTED_ROLES, Prompt, ToolPlan, render_prompt
 from pensieve.claude.service import MessagesService
 from pensieve.claude.thinking import ThinkingSigner
@@ -17,6 +17,7 @@ __all__ = [
     "ACCEPTED_ROLES",
     "MessagesService",
     "ModelCatalog",
+    "ModelSource",
     "Prompt",
     "ThinkingSigner",
     "ToolCallParser",

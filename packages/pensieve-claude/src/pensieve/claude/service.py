@@ -29,7 +29,13 @@ from pensieve.claude.thinking import THINK_CLOSE, ThinkingSigner
 from pensieve.claude.tool_calls import ToolCallEnd, ToolCallParser, ToolCallStart, ToolInputDelta, ToolText
 from pensieve.core.config import LimitSettings
 from pensieve.core.errors import InvalidRequestError, NotFoundError
-from pensieve.core.generation import GenerationEvent, GenerationRequest, SamplingParams, TextDelta
+from pensieve.core.generation import (
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+)
 from pensieve.core.protocols import GenerationBackend
 
 __all__ = ["MessagesService"]
@@ -57,8 +63,9 @@ class MessagesService:
         return self._catalog
 
     async def create(self, request: MessagesRequest) -> Message:
-        """The whole answer to ``request``."""
-        turn = self._admit(request)
+        """The whole answer to ``request`` (its model is loaded first if it is not)."""
+        self._check_limits(request)
+        turn = self._admit(request, await self._catalog.resolve(request.model))
         blocks = turn.blocks()
         try:
             async for _event in blocks:
@@ -74,14 +81,17 @@ class MessagesService:
             usage=turn.usage,
         )
 
-    def stream(self, request: MessagesRequest) -> AsyncIterator[StreamEvent]:
-        """Admit ``request`` now (request errors raise here) and return its SSE events."""
-        return self._events(request, self._admit(request))
-
-    def count_tokens(self, request: CountTokensRequest) -> CountTokensResponse:
-        """The prompt's size, system and tools included: what ``usage.input_tokens`` will say."""
-        backend = self._catalog.resolve(request.model)
+    async def stream(self, request: MessagesRequest) -> AsyncIterator[StreamEvent]:
+        """Admit ``request`` (request errors raise here, its model is loaded first if it is not)
+        and return its SSE events."""
         self._check_limits(request)
+        return self._events(request, self._admit(request, await self._catalog.resolve(request.model)))
+
+    async def count_tokens(self, request: CountTokensRequest) -> CountTokensResponse:
+        """The prompt's size, system and tools included: what ``usage`` will count as input
+        (``input_tokens`` + ``cache_creation_input_tokens`` + ``cache_read_input_tokens``)."""
+        self._check_limits(request)
+        backend = await self._catalog.resolve(request.model)
         return CountTokensResponse(input_tokens=len(render_prompt(request, backend, self._signer).tokens))
 
     def list_models(
@@ -117,9 +127,8 @@ class MessagesService:
                 return _model_object(name, info.display_name, info.created_at)
         raise NotFoundError(f"model: {model_id}")
 
-    def _admit(self, request: MessagesRequest) -> _Turn:
-        backend = self._catalog.resolve(request.model)
-        self._check_limits(request)
+    def _admit(self, request: MessagesRequest, backend: GenerationBackend) -> _Turn:
+        # No await from here to the backend's first stream: the model stays loaded for it.
         prompt = render_prompt(request, backend, self._signer)
         sampling = SamplingParams(
             temperature=_DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
@@ -227,7 +236,7 @@ class _Turn:
 
     async def _blocks(self) -> AsyncIterator[StreamEvent]:
         events = self._first
-        input_tokens: int | None = None
+        reading: GenerationFinished | None = None  # how the prompt was read: by the first generation
         output_tokens = 0
         if self.prompt.thinking:
             thinking: list[str] = []
@@ -243,7 +252,7 @@ class _Turn:
             await events.aclose()  # type: ignore[attr-defined]
             if finished is None:
                 return
-            input_tokens = finished.prompt_tokens - finished.cached_prompt_tokens
+            reading = finished
             output_tokens = finished.completion_tokens
             room = self._max_tokens - output_tokens
             # Stopped at </think>, or at the budget: the section is closed and the answer follows.
@@ -253,9 +262,7 @@ class _Turn:
             if not closes or room <= 0:
                 for out in self.writer.close():
                     yield out
-                self._finish(
-                    finished.stop_reason if room > 0 else "max_tokens", None, input_tokens, output_tokens
-                )
+                self._finish(finished.stop_reason if room > 0 else "max_tokens", None, reading, output_tokens)
                 return
             closer = THINK_CLOSE if finished.stop_reason == "stop_sequence" else f"\n{THINK_CLOSE}"
             tail = self._backend.tokenizer.encode("".join(thinking) + closer + "\n\n")
@@ -286,9 +293,7 @@ class _Turn:
         reason: MessageStopReason = finished.stop_reason
         if reason == "end_turn" and self.writer.tool_calls:
             reason = "tool_use"
-        if input_tokens is None:
-            input_tokens = finished.prompt_tokens - finished.cached_prompt_tokens
-        self._finish(reason, finished.stop_sequence, input_tokens, output_tokens + finished.completion_tokens)
+        self._finish(reason, finished.stop_sequence, reading or finished, output_tokens + finished.completion_tokens)
 
     def _part(self, part: ToolText | ToolCallStart | ToolInputDelta | ToolCallEnd) -> list[StreamEvent]:
         if isinstance(part, ToolText):
@@ -300,13 +305,16 @@ class _Turn:
         return self.writer.tool_end(part.input)
 
     def _finish(
-        self, reason: MessageStopReason, sequence: str | None, input_tokens: int, output_tokens: int
+        self, reason: MessageStopReason, sequence: str | None, reading: GenerationFinished, output_tokens: int
     ) -> None:
         self.stop_reason, self.stop_sequence = reason, sequence
-        cached = len(self.prompt.tokens) - input_tokens
-        # Anthropic counts cache reads apart from ``input_tokens``.
+        # As Anthropic counts: the prompt is input_tokens + cache_creation + cache_read.
+        read, written = reading.cache_read_tokens, reading.cache_write_tokens
         self.usage = Usage(
-            input_tokens=input_tokens, output_tokens=output_tokens, cache_read_input_tokens=cached
+            input_tokens=reading.prompt_tokens - read - written,
+            output_tokens=output_tokens,
+            cache_creation_input_tokens=written,
+            cache_read_input_tokens=read,
         )
 
 

@@ -7,7 +7,9 @@ from typing import Any
 import click
 
 from pensieve.cli.control import status, stop
+from pensieve.cli.convert import convert
 from pensieve.cli.models import models
+from pensieve.cli.ps import ps
 from pensieve.cli.start import start
 from pensieve.cli.validate import validate
 from pensieve.core.errors import PensieveError
@@ -36,3 +38,5 @@ main.add_command(stop)
 main.add_command(status)
 main.add_command(validate)
 main.add_command(models)
+main.add_command(ps)
+main.add_command(convert)

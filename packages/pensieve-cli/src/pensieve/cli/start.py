@@ -14,13 +14,13 @@ from rich.console import Console
 
 from pensieve.claude import MessagesService, ModelCatalog
 from pensieve.cli.pidfile import PidFile, pid_path
-from pensieve.cli.settings import load_config, location_options, model_path
+from pensieve.cli.settings import load_config, location_options
 from pensieve.core.config import Config
 from pensieve.device import format_bytes
 from pensieve.server import bind_socket, create_app, require_safe_bind, serve
 
 if TYPE_CHECKING:
-    from pensieve.engine import LocalModel
+    from pensieve.engine import LocalModel, ModelPool
 
 __all__ = ["start"]
 
@@ -75,30 +75,32 @@ def start(
     click.echo("Starting Pensieve server...")
     try:
         with pid_file, _sigterm_interrupts():
-            model = _load(config)
-            _describe(model)
-            _serve(model, config)
+            pool = _load(config)
+            try:
+                _describe(pool)
+                _serve(pool, config)
+            finally:
+                pool.close()
     except KeyboardInterrupt:
         click.echo("Stopped before the server started.")
         return
     click.echo("Server stopped.")
 
 
-def _load(config: Config) -> LocalModel:
+def _load(config: Config) -> ModelPool:
+    """The models this server can serve, with the default one loaded so the first request is fast."""
     # Imported here: mlx-lm pulls in transformers (~1.5 s), which stop/status/--help never need.
-    from pensieve.engine import load_model
+    from pensieve.engine import ModelPool
 
     console = Console(stderr=True)
+    pool = ModelPool.from_config(config)
     try:
-        with console.status("Loading model...") as status:
-            return load_model(
-                model_path(config),
-                device=config.device,
-                model_id=config.model.id,
-                context_length=config.model.context_length,
-                progress=lambda stage: status.update(f"Loading model: {stage}..."),
-            )
+        ModelCatalog(pool, aliases=config.model.aliases)  # alias mistakes surface before the load
+        with console.status(f"Loading model {pool.default}..."):
+            pool.load(pool.default)
+        return pool
     except (MemoryError, RuntimeError) as exc:
+        pool.close()
         # The budget check (ModelTooLargeError) runs first; this is memory running out anyway.
         # MLX reports a failed allocation as a RuntimeError naming it.
         if isinstance(exc, RuntimeError) and "alloc" not in str(exc).lower():
@@ -107,9 +109,13 @@ def _load(config: Config) -> LocalModel:
             f"out of memory while loading the model ({type(exc).__name__}: {exc or 'no details'}); "
             "free memory, choose a smaller model, or lower model.context_length"
         ) from exc
+    except BaseException:
+        pool.close()
+        raise
 
 
-def _describe(model: LocalModel) -> None:
+def _describe(pool: ModelPool) -> None:
+    model: LocalModel = pool.model(pool.default)
     info, device = model.info, model.device
     click.echo(
         f"Model: {info.id} ({info.architecture}, {info.quantization}, {info.parameter_count:,} parameters)"
@@ -122,26 +128,25 @@ def _describe(model: LocalModel) -> None:
         f" of {format_bytes(device.total_memory_bytes)}, MLX {device.mlx_version}"
     )
     click.echo(f"Weights: {device.weight_layout} {device.compute_dtype}, BLAS {device.blas}")
+    others = [name for name in pool.names() if name != pool.default]
+    click.echo(f"Also available (loaded on first request): {', '.join(others) or 'none'}")
 
 
-def _serve(model: LocalModel, config: Config) -> None:
-    from pensieve.engine import Engine
-
-    engine = Engine(model, max_waiting=config.limits.max_waiting)
+def _serve(pool: ModelPool, config: Config) -> None:
+    """Serve ``pool``'s models until stopped; the caller closes the pool."""
+    catalog = ModelCatalog(pool, aliases=config.model.aliases)
+    service = MessagesService(catalog, config.limits)
+    device = pool.model(pool.default).device.to_dict()
+    app = create_app(service, config, engine=pool, device=device)
+    host = config.server.host
+    click.echo(f"Starting server on {host}:{config.server.port}")
+    sock = bind_socket(host, config.server.port)
     try:
-        service = MessagesService(ModelCatalog(engine, aliases=config.model.aliases), config.limits)
-        app = create_app(service, config, engine=engine, device=model.device.to_dict())
-        host = config.server.host
-        click.echo(f"Starting server on {host}:{config.server.port}")
-        sock = bind_socket(host, config.server.port)
-        try:
-            click.echo(f"Server started successfully on {host}:{sock.getsockname()[1]}")
-            click.echo("Press Ctrl+C to stop the server")
-            serve(app, config, sock=sock)  # Hypercorn handles SIGINT/SIGTERM while serving
-        except KeyboardInterrupt:
-            pass  # a signal that came just before Hypercorn took over: an ordinary stop
-    finally:
-        engine.close()
+        click.echo(f"Server started successfully on {host}:{sock.getsockname()[1]}")
+        click.echo("Press Ctrl+C to stop the server")
+        serve(app, config, sock=sock)  # Hypercorn handles SIGINT/SIGTERM while serving
+    except KeyboardInterrupt:
+        pass  # a signal that came just before Hypercorn took over: an ordinary stop
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from pensieve.core.config import (
     Config,
     DeviceSettings,
+    EngineSettings,
     LimitSettings,
     ModelSettings,
     ServerSettings,
@@ -47,6 +48,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "DeviceSettings",
+    "EngineSettings",
     "GenerationBackend",
     "GenerationError",
     "GenerationEvent",

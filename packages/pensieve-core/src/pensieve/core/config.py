@@ -24,6 +24,7 @@ else:  # pragma: no cover - exercised only on 3.10
 __all__ = [
     "Config",
     "DeviceSettings",
+    "EngineSettings",
     "LimitSettings",
     "ModelSettings",
     "ServerSettings",
@@ -76,12 +77,20 @@ class LimitSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """The model to serve. ``path`` None means the embedded default (SmolLM2-135M-Instruct)."""
+    """The models to serve. ``path`` None means the embedded default (SmolLM2-135M-Instruct).
+
+    ``aliases`` maps extra names to model names; the list form (extra names of the default
+    model) is the older spelling and still accepted.
+    """
 
     path: str | None = None
     id: str | None = None
-    aliases: list[str] = []
+    aliases: dict[str, str] | list[str] = {}
     context_length: Positive | None = None
+    # GGUF files here are served too (default: $XDG_DATA_HOME/pensieve/models or ~/.local/share/...).
+    directory: str | None = None
+    # A model other than the default is unloaded after this long without requests; 0: never.
+    keep_alive_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
 
 
 class DeviceSettings(_Section):
@@ -94,11 +103,23 @@ class DeviceSettings(_Section):
     cache_dir: str | None = None
 
 
+class EngineSettings(_Section):
+    """How the generation thread shares the model between requests."""
+
+    # Requests decoded together in one batch; more wait (up to limits.max_waiting).
+    max_running: Positive = 8
+    # Newcomers' prompts are read this many tokens at a time between decode steps.
+    prefill_chunk_tokens: Positive = 256
+    # KV state of seen prompt prefixes kept for reuse (LRU beyond this); 0 turns the cache off.
+    prefix_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * 1024 * 1024
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)
     device: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
+    engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
 
 
 _SECTIONS: dict[str, type[_Section]] = {
@@ -124,15 +145,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Dotted-key settings from ``PENSIEVE_<SECTION>_<KEY>`` variables (lists are comma-separated)."""
+    """Dotted-key settings from ``PENSIEVE_<SECTION>_<KEY>`` variables.
+
+    Lists are comma-separated (``a,b``); mappings are comma-separated ``name=value`` pairs.
+    """
     found: dict[str, Any] = {}
     for section, struct in _SECTIONS.items():
         for field in msgspec.structs.fields(struct):
             value = environ.get(f"PENSIEVE_{section}_{field.name}".upper())
             if value is None:
                 continue
-            if _is_list(field.type):
-                found[f"{section}.{field.name}"] = [item.strip() for item in value.split(",") if item.strip()]
+            if _is_list(field.type) or _is_mapping(field.type):
+                found[f"{section}.{field.name}"] = _split(value, mapping=_is_mapping(field.type))
             else:
                 found[f"{section}.{field.name}"] = value
     return found
@@ -184,5 +208,20 @@ def build_config(
     return Config(**sections)  # type: ignore[arg-type]
 
 
+def _split(value: str, *, mapping: bool) -> list[str] | dict[str, str | None]:
+    """``a,b`` → a list; for a mapping setting, ``a=x,b=y`` → a dict (an item without ``=`` maps
+    to None, which validation reports). ``model.aliases`` takes either form."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not (mapping and any("=" in item for item in items)):
+        return items
+    pairs = (item.partition("=") for item in items)
+    return {name.strip(): target.strip() or None for name, _, target in pairs}
+
+
 def _is_list(tp: Any) -> bool:
     return getattr(tp, "__origin__", None) is list
+
+
+def _is_mapping(tp: Any) -> bool:
+    options = getattr(tp, "__args__", ()) if getattr(tp, "__origin__", None) is None else (tp,)
+    return any(getattr(option, "__origin__", None) is dict for option in options)

@@ -62,13 +62,18 @@ class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
 
 
 class GenerationFinished(msgspec.Struct, frozen=True, tag="finished"):
-    """The last event of every generation: why it stopped and the token counts."""
+    """The last event of every generation: why it stopped and the token counts.
+
+    Of the ``prompt_tokens``, ``cache_read_tokens`` were taken from the prefix cache (not
+    computed again) and ``cache_write_tokens`` were computed and added to it.
+    """
 
     stop_reason: StopReason
     stop_sequence: str | None
     prompt_tokens: int
     completion_tokens: int
-    cached_prompt_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 GenerationEvent = TextDelta | GenerationFinished

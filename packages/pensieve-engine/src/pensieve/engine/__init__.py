@@ -8,19 +8,26 @@
 
 import pensieve.device  # noqa: F401  (first: it loads the fast BLAS before mlx; see pensieve.device.blas)
 from pensieve.engine.build import build_model, model_args
-from pensieve.engine.model import Completion, LocalModel, load_model, token_steps
+from pensieve.engine.convert import convert_to_mlx
+from pensieve.engine.batching import BatchScheduler
+from pensieve.engine.model import Completion, LocalModel, load_model
+from pensieve.engine.pool import LoadedModel, ModelPool, PooledEngine
 from pensieve.engine.serving import Engine, EventStream
 from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
 
 __all__ = [
+    "BatchScheduler",
     "Completion",
     "Engine",
     "EventStream",
     "IncrementalDecoder",
+    "LoadedModel",
     "LocalModel",
+    "ModelPool",
+    "PooledEngine",
     "StopSequenceMatcher",
     "build_model",
+    "convert_to_mlx",
     "load_model",
     "model_args",
-    "token_steps",
 ]

@@ -1,8 +1,8 @@
-"""A loaded model and its generate loop, in mlx-lm's three layers.
+"""A loaded model and its generate loop.
 
-``token_steps`` yields token ids (mlx-lm's ``generate_step`` does prefill and pipelined decode),
-``LocalModel.generate`` turns them into typed events (text deltas, stop reasons, counts), and
-``LocalModel.complete`` returns a whole answer.
+``LocalModel.generate`` answers one request on the calling thread; it drives the same
+``BatchScheduler`` (mlx-lm's batched prefill and pipelined decode) that serves many requests at
+once in ``pensieve.engine.Engine``, so both paths produce the same tokens.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from typing import Any, Literal
 import mlx.core as mx
 import mlx.nn as nn
 import msgspec
-from mlx_lm.generate import generate_step
-from mlx_lm.models.cache import make_prompt_cache
-from mlx_lm.sample_utils import make_sampler
 
 from pensieve.core.config import DeviceSettings
 from pensieve.core.errors import GenerationError, InvalidRequestError, PromptTooLongError
@@ -29,7 +26,6 @@ from pensieve.core.generation import (
     GenerationFinished,
     GenerationRequest,
     SamplingParams,
-    StopReason,
     TextDelta,
 )
 from pensieve.core.protocols import ModelInfo
@@ -42,12 +38,12 @@ from pensieve.device import (
     plan_weights,
     probe_device,
 )
+from pensieve.engine.batching import BatchScheduler
 from pensieve.engine.build import build_model
 from pensieve.engine.constraint import ConstraintCompiler
-from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
-__all__ = ["Completion", "LocalModel", "load_model", "token_steps"]
+__all__ = ["Completion", "LocalModel", "load_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,34 +56,6 @@ class Completion(msgspec.Struct, frozen=True):
 
     text: str
     finished: GenerationFinished
-
-
-def token_steps(
-    model: nn.Module,
-    prompt_tokens: tuple[int, ...],
-    sampling: SamplingParams,
-    max_tokens: int,
-    stream: mx.Stream,
-    logits_processors: list[LogitsProcessor] | None = None,
-) -> Iterator[int]:
-    """Token ids of the answer to ``prompt_tokens``, at most ``max_tokens`` of them.
-
-    ``logits_processors`` (mlx-lm's: ``(tokens, logits) -> logits``) run before each sampling step.
-    """
-    if sampling.seed is not None:
-        mx.random.seed(sampling.seed)
-    sampler = make_sampler(temp=max(sampling.temperature, 0.0), top_p=sampling.top_p, top_k=sampling.top_k)
-    steps = generate_step(
-        mx.array(prompt_tokens, dtype=mx.uint32),
-        model,
-        stream,
-        max_tokens=max_tokens,
-        sampler=sampler,
-        logits_processors=logits_processors,
-        prompt_cache=make_prompt_cache(model),
-    )
-    for token, _logprobs in steps:
-        yield int(token)
 
 
 class LocalModel:
@@ -162,6 +130,20 @@ class LocalModel:
             self._constraints.check(request.constraint)
         return min(request.max_tokens, context - prompt_length)
 
+    def scheduler(
+        self, *, max_running: int = 1, prefill_chunk_tokens: int = 256, prefix_cache_bytes: int = 0
+    ) -> BatchScheduler:
+        """A batch scheduler for this model. Create and use it on one thread: it owns that thread's MLX stream."""
+        return BatchScheduler(
+            self._module,
+            self._tokenizer.decode,
+            self._eos,
+            logits_processors=self._logits_processors,
+            max_running=max_running,
+            prefill_chunk_tokens=prefill_chunk_tokens,
+            prefix_cache_bytes=prefix_cache_bytes,
+        )
+
     def generate(
         self, request: GenerationRequest, cancelled: threading.Event | None = None
     ) -> Iterator[GenerationEvent]:
@@ -173,49 +155,23 @@ class LocalModel:
         if not request.prompt_tokens:
             raise InvalidRequestError("the prompt is empty")
         limit = self.room_for(request)
-        decoder = IncrementalDecoder(self._tokenizer.decode)
-        stops = StopSequenceMatcher(request.stop_sequences)
-        generated = 0
-        stop_reason: StopReason = "max_tokens"
-        matched: str | None = None
-        # MLX streams are per thread: generate on the calling thread's own default stream.
-        stream = mx.default_stream(mx.default_device())
-        processors = None
-        if request.constraint is not None:
-            processors = [self._constraints.processor(request.constraint, len(request.prompt_tokens))]
+        scheduler = self.scheduler()
+        scheduler.add(0, request, limit)
         try:
-            with mx.stream(stream):
-                steps = token_steps(
-                    self._module, request.prompt_tokens, request.sampling, limit, stream, processors
-                )
-                for token in steps:
-                    if cancelled is not None and cancelled.is_set():
-                        return
-                    generated += 1
-                    if token in self._eos:
-                        stop_reason = "end_turn"
-                        break
-                    text, matched = stops.feed(decoder.add(token))
-                    if text:
-                        yield TextDelta(text)
-                    if matched is not None:
-                        stop_reason = "stop_sequence"
-                        break
+            while scheduler.busy:
+                if cancelled is not None and cancelled.is_set():
+                    return
+                for _key, events, _done in scheduler.step():
+                    yield from events
         except (RuntimeError, ValueError) as exc:
             raise GenerationError(f"generation failed: {exc}") from exc
-        if matched is None:
-            text, matched = stops.feed(decoder.flush())
-            tail = text + ("" if matched else stops.flush())
-            if tail:
-                yield TextDelta(tail)
-            if matched is not None:
-                stop_reason = "stop_sequence"
-        yield GenerationFinished(
-            stop_reason=stop_reason,
-            stop_sequence=matched,
-            prompt_tokens=len(request.prompt_tokens),
-            completion_tokens=generated,
-        )
+        finally:
+            scheduler.close()
+
+    def _logits_processors(self, request: GenerationRequest) -> list[LogitsProcessor] | None:
+        if request.constraint is None:
+            return None
+        return [self._constraints.processor(request.constraint, len(request.prompt_tokens))]
 
     def complete(self, request: GenerationRequest) -> Completion:
         """The whole answer at once."""

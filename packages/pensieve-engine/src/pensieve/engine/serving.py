@@ -1,19 +1,20 @@
-"""Serving a LocalModel to async code: one dedicated thread owns MLX, callers await events."""
+"""Serving a LocalModel to async code: one dedicated thread owns MLX and batches all requests."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import itertools
 import queue
-import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 
-from pensieve.core.errors import GenerationError, OverloadedError, PensieveError
+from pensieve.core.config import EngineSettings
+from pensieve.core.errors import GenerationError, InvalidRequestError, OverloadedError, PensieveError
 from pensieve.core.generation import GenerationEvent, GenerationFinished, GenerationRequest
 from pensieve.core.protocols import ModelInfo
+from pensieve.engine.batching import BatchScheduler
 from pensieve.engine.model import LocalModel
+from pensieve.engine.threads import join_mlx_thread
 from pensieve.formats import GGUFTokenizer, JinjaChatTemplate
 
 __all__ = ["Engine", "EventStream"]
@@ -76,20 +77,28 @@ class EventStream(AsyncIterator[GenerationEvent]):
 
 
 class Engine:
-    """Runs generation requests for async callers on one generation thread.
+    """Serves a model to async callers: one generation thread runs all requests as one batch.
 
-    Requests wait in a bounded queue; beyond ``max_waiting`` a new one is refused with
-    OverloadedError (529). Closing a ``stream`` iterator early cancels its request before the
-    next token. Implements ``pensieve.core.protocols.GenerationBackend``.
+    Up to ``settings.max_running`` requests decode together (continuous batching, chunked
+    prefill, prefix cache: see ``BatchScheduler``); the rest wait, and beyond ``max_waiting``
+    waiting requests a new one is refused with OverloadedError (529). Closing a ``stream``
+    iterator cancels its request before the next step and frees its batch slot. Implements
+    ``pensieve.core.protocols.GenerationBackend``.
     """
 
-    def __init__(self, model: LocalModel, *, max_waiting: int = 64) -> None:
+    def __init__(
+        self, model: LocalModel, *, max_waiting: int = 64, settings: EngineSettings | None = None
+    ) -> None:
         self._model = model
+        self._settings = settings or EngineSettings()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._max_waiting = max_waiting
-        self._waiting = 0
-        self._running = 0
         self._count_lock = threading.Lock()
+        self._queued = 0  # submitted, not yet taken by the generation thread
+        self._scheduled_waiting = 0  # taken, waiting in the scheduler for a batch slot
+        self._running = 0
+        self._prefix_cache_bytes = 0
+        self._keys = itertools.count()
         self._thread = threading.Thread(target=self._run, name="pensieve-generation", daemon=True)
         self._thread.start()
 
@@ -110,18 +119,28 @@ class Engine:
         return self._model.chat_template
 
     @property
+    def settings(self) -> EngineSettings:
+        return self._settings
+
+    @property
     def alive(self) -> bool:
         """False once the generation thread has died; the server reports it on /health."""
         return self._thread.is_alive()
 
     @property
     def queue_depth(self) -> int:
-        """Requests waiting for the generation thread."""
-        return self._waiting
+        """Requests waiting for a batch slot."""
+        return self._queued + self._scheduled_waiting
 
     @property
     def running(self) -> int:
+        """Requests in the batch (prefilling or decoding)."""
         return self._running
+
+    @property
+    def prefix_cache_bytes(self) -> int:
+        """Bytes of KV state the prefix cache holds (as of the last step)."""
+        return self._prefix_cache_bytes
 
     def stream(self, request: GenerationRequest) -> EventStream:
         """Admit ``request`` now and return an iterator of its events.
@@ -129,51 +148,93 @@ class Engine:
         Request errors (prompt too long, overloaded, engine down) are raised here, at call time,
         so callers can answer with an HTTP error before any byte of a stream is sent.
         """
+        if not request.prompt_tokens:
+            raise InvalidRequestError("the prompt is empty")
         self._model.room_for(request)
         if not self.alive:
             raise GenerationError("the generation thread is not running")
         with self._count_lock:
-            if self._waiting >= self._max_waiting:
+            if self.queue_depth >= self._max_waiting:
                 raise OverloadedError("the server is overloaded: too many requests are waiting")
-            self._waiting += 1
+            self._queued += 1
         job = _Job(request, asyncio.get_running_loop())
         self._jobs.put(job)
         return EventStream(job)
 
     def close(self) -> None:
-        """Stop the generation thread after the current request, and wait until it is gone."""
+        """Stop the generation thread (open requests end with an error), and wait until it is gone."""
         self._jobs.put(None)
-        self._thread.join(timeout=30)
-        if not self._thread.is_alive():
-            _wait_for_os_thread_exit(self._thread.native_id)
+        join_mlx_thread(self._thread, timeout=30)
 
     def _run(self) -> None:
-        job: _Job | None = None
+        settings = self._settings
+        scheduler = self._model.scheduler(
+            max_running=settings.max_running,
+            prefill_chunk_tokens=settings.prefill_chunk_tokens,
+            prefix_cache_bytes=settings.prefix_cache_bytes,
+        )
+        jobs: dict[int, _Job] = {}
         try:
-            while (job := self._jobs.get()) is not None:
-                with self._count_lock:
-                    self._waiting -= 1
-                    self._running += 1
+            while self._take_new_jobs(scheduler, jobs):
+                for key, job in list(jobs.items()):
+                    if job.cancelled.is_set():
+                        scheduler.cancel(key)
+                        del jobs[key]
                 try:
-                    if not job.cancelled.is_set():
-                        for event in self._model.generate(job.request, cancelled=job.cancelled):
+                    results = scheduler.step()
+                except Exception as exc:  # the batch's state is unknown: end its requests, start afresh
+                    error = GenerationError(f"generation failed: {type(exc).__name__}: {exc}")
+                    for job in jobs.values():
+                        job.post(error)
+                    jobs.clear()
+                    scheduler.close()
+                    scheduler = self._model.scheduler(
+                        max_running=settings.max_running,
+                        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+                        prefix_cache_bytes=settings.prefix_cache_bytes,
+                    )
+                    results = []
+                for key, events, done in results:
+                    job = jobs.pop(key, None) if done else jobs.get(key)
+                    if job is not None:
+                        for event in events:
                             job.post(event)
-                except PensieveError as exc:
-                    job.post(exc)
-                except Exception as exc:  # one request's failure must not end the thread
-                    job.post(GenerationError(f"generation failed: {type(exc).__name__}: {exc}"))
-                finally:
-                    with self._count_lock:
-                        self._running -= 1
+                self._running = scheduler.running
+                self._scheduled_waiting = scheduler.waiting
+                self._prefix_cache_bytes = scheduler.prefix_cache_bytes
         except BaseException as exc:
-            self._fail_pending(job, exc)
+            self._fail_all(jobs, GenerationError(f"the generation thread stopped ({type(exc).__name__}); restart the server"))
             raise
+        finally:
+            self._running = self._scheduled_waiting = 0
+            scheduler.close()
+        self._fail_all(jobs, GenerationError("the engine was closed"))
 
-    def _fail_pending(self, current: _Job | None, exc: BaseException) -> None:
-        """The thread is dying: fail the request in hand and every queued one, or they would wait forever."""
-        error = GenerationError(f"the generation thread stopped ({type(exc).__name__}); restart the server")
-        if current is not None:
-            current.post(error)
+    def _take_new_jobs(self, scheduler: BatchScheduler, jobs: dict[int, _Job]) -> bool:
+        """Move submitted jobs into the scheduler, waiting for one when idle; False once closed."""
+        block = not scheduler.busy
+        while True:
+            try:
+                job = self._jobs.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if job is None:
+                return False
+            with self._count_lock:
+                self._queued -= 1
+            if job.cancelled.is_set():
+                continue
+            key = next(self._keys)
+            jobs[key] = job
+            scheduler.add(key, job.request, self._model.room_for(job.request))
+            self._scheduled_waiting = scheduler.waiting
+
+    def _fail_all(self, jobs: dict[int, _Job], error: GenerationError) -> None:
+        """Fail the requests in hand and every queued one, or their callers would wait forever."""
+        for job in jobs.values():
+            job.post(error)
+        jobs.clear()
         while True:
             try:
                 job = self._jobs.get_nowait()
@@ -181,23 +242,5 @@ class Engine:
                 return
             if job is not None:
                 with self._count_lock:
-                    self._waiting -= 1
+                    self._queued -= 1
                 job.post(error)
-
-
-def _wait_for_os_thread_exit(native_id: int | None, timeout: float = 5.0) -> None:
-    """Wait until the OS has finished a thread that ``join`` already reported done.
-
-    ``join`` returns before the thread runs its C++ thread-local destructors, and MLX's (left by
-    ``mx.async_eval``) take the GIL: if the interpreter is finalizing by then, the thread is
-    ended mid-destructor and the process aborts ("terminate called without an active
-    exception"). Linux lists a process's live threads in /proc; elsewhere there is no such view,
-    so the thread gets a short moment.
-    """
-    task = f"/proc/self/task/{native_id}"
-    if sys.platform != "linux" or native_id is None or not os.path.exists("/proc/self/task"):
-        time.sleep(0.05)
-        return
-    deadline = time.monotonic() + timeout
-    while os.path.exists(task) and time.monotonic() < deadline:
-        time.sleep(0.005)

@@ -57,6 +57,31 @@ def _tojson(
 
 
 # Bounds on what ``*`` and ``**`` may build: far beyond any prompt, far below the memory of a machine.
+# Gemma's turn format, for Gemma files without a template (base models): system text opens the
+# first user turn, as Gemma has no system role.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set system = namespace(text='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set system.text = system.text + message['content'] + '\n\n' %}"
+    "{% else %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\n' }}"
+    "{% if message['role'] == 'user' %}{{ system.text }}{% set system.text = '' %}{% endif %}"
+    "{{ message['content'] | trim }}{{ '<end_of_turn>\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+def fallback_template(tokens: Sequence[str]) -> str:
+    """The template for a file without one: Gemma's turns when its vocabulary has them, else ChatML."""
+    vocabulary = set(tokens)
+    if {"<start_of_turn>", "<end_of_turn>"} <= vocabulary:
+        return GEMMA_TEMPLATE
+    return CHATML_TEMPLATE
+
+
 _MAX_REPEATED_ITEMS = 1 << 24
 _MAX_POWER_BITS = 1 << 16
 
@@ -149,7 +174,7 @@ class JinjaChatTemplate:
 
 
 def chat_template_from_metadata(metadata: Mapping[str, Any], source: str) -> JinjaChatTemplate:
-    """The template stored in ``tokenizer.chat_template``, or ChatML (``is_fallback``) without one."""
+    """The template stored in ``tokenizer.chat_template``, or ``fallback_template`` (``is_fallback``) without one."""
     tokens = metadata.get("tokenizer.ggml.tokens") or []
 
     def token_text(key: str) -> str:
@@ -160,4 +185,6 @@ def chat_template_from_metadata(metadata: Mapping[str, Any], source: str) -> Jin
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and template.strip():
         return JinjaChatTemplate(template, bos_token=bos, eos_token=eos, origin=source)
-    return JinjaChatTemplate(CHATML_TEMPLATE, bos_token=bos, eos_token=eos, is_fallback=True, origin=source)
+    return JinjaChatTemplate(
+        fallback_template(tokens), bos_token=bos, eos_token=eos, is_fallback=True, origin=source
+    )

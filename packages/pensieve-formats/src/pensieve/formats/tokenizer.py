@@ -30,6 +30,9 @@ _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen 2 and 3: Llama 3's regex with one digit at a time, and ordinary BPE merges.
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+_SPLITS = {"llama3": _LLAMA3_SPLIT, "qwen2": _QWEN2_SPLIT}
 # tokenizer.ggml.pre → pre-tokenizer family. GPT-2's own regex is ByteLevel's built-in one.
 _PRE_TOKENIZERS = {
     "default": "gpt2",
@@ -41,6 +44,7 @@ _PRE_TOKENIZERS = {
     "llama-bpe": "llama3",
     "llama3": "llama3",
     "llama-v3": "llama3",
+    "qwen2": "qwen2",
 }
 
 
@@ -163,7 +167,7 @@ def _byte_level_bpe(metadata: Mapping[str, Any], tokens: Sequence[str], source: 
         backend = Tokenizer(models.BPE(_vocab(tokens), merges, ignore_merges=family == "llama3"))
     except Exception as exc:  # tokenizers raises plain Exception for an inconsistent vocabulary
         raise ModelFileError(f"{source}: the BPE vocabulary and merges are inconsistent: {exc}") from exc
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=family != "llama3")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=family not in _SPLITS)
     if family == "gpt2":
         backend.pre_tokenizer = byte_level
     elif family == "digits+gpt2":
@@ -171,7 +175,7 @@ def _byte_level_bpe(metadata: Mapping[str, Any], tokens: Sequence[str], source: 
             [pre_tokenizers.Digits(individual_digits=True), byte_level]
         )
     else:
-        split = pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated")
+        split = pre_tokenizers.Split(Regex(_SPLITS[family]), behavior="isolated")
         backend.pre_tokenizer = pre_tokenizers.Sequence([split, byte_level])
     backend.decoder = decoders.ByteLevel()
     return backend

@@ -1,4 +1,4 @@
-"""A GGUF file's tensors as MLX arrays named for mlx-lm's llama module, with a conversion cache.
+"""A GGUF file's tensors as MLX arrays named for mlx-lm's module of the architecture, with a conversion cache.
 
 Quantized tensors become MLX's quantized layout (see ``_quant`` for the routes). Tensors whose
 conversion does real arithmetic (K-quants, Q5_0/Q5_1) are saved after the first load as one
@@ -23,7 +23,7 @@ import msgspec
 from pensieve.core.errors import ModelFileError
 from pensieve.formats._quant import CONVERTED_TYPES, QuantizedTensor, float_array, quantized_tensor
 from pensieve.formats.gguf_file import GGUFFile
-from pensieve.formats.layout import FLOAT_TYPES, tensor_name_map
+from pensieve.formats.layout import FLOAT_TYPES, stored_offset, tensor_name_map
 
 __all__ = ["MLXWeights", "default_cache_dir", "load_weights"]
 
@@ -35,7 +35,7 @@ _CACHE_FORMAT = "pensieve-weights-1"
 
 @dataclass(frozen=True)
 class MLXWeights:
-    """Parameters for mlx-lm's llama module, and the quantization of each quantized module.
+    """Parameters for mlx-lm's module of the architecture, and the quantization of each quantized module.
 
     ``parameters`` maps names such as ``model.layers.0.self_attn.q_proj.weight`` (plus ``.scales``
     and ``.biases`` when quantized) to arrays. ``quantization`` maps each quantized module path
@@ -76,11 +76,14 @@ def load_weights(
     parameters: dict[str, mx.array] = {}
     quantization: dict[str, dict[str, int]] = {}
     converted: list[str] = []
+    architecture = gguf_file.spec.architecture
     for info in gguf_file.tensors:
         qtype = gguf_file.tensor_type(info.name)
-        name = tensor_name_map(info.name)
+        name = tensor_name_map(info.name, architecture)
         if qtype in FLOAT_TYPES:
-            parameters[name] = float_array(gguf_file.tensor_data(info.name), qtype, info.shape)
+            array = float_array(gguf_file.tensor_data(info.name), qtype, info.shape)
+            offset = stored_offset(info.name, architecture)
+            parameters[name] = array - offset if offset else array
         elif qtype in CONVERTED_TYPES:
             converted.append(info.name)
         else:
@@ -107,11 +110,8 @@ def _cast(name: str, array: mx.array, quantization: dict[str, dict[str, int]], d
 def _dense(
     parameters: dict[str, mx.array], quantization: dict[str, dict[str, int]], dtype: mx.Dtype
 ) -> MLXWeights:
-    dense = {
-        name: array.astype(dtype)
-        for name, array in parameters.items()
-        if name.rpartition(".")[0] not in quantization
-    }
+    packed = {f"{module}.{part}" for module in quantization for part in ("weight", "scales", "biases")}
+    dense = {name: array.astype(dtype) for name, array in parameters.items() if name not in packed}
     for module, settings in quantization.items():
         weight = mx.dequantize(
             parameters.pop(f"{module}.weight"),
@@ -156,7 +156,8 @@ def _convert(
     for tensor in tensors:
         converted = _quantize(gguf_file, tensor, shapes[tensor])
         mx.eval(converted.weight, converted.scales, converted.biases)
-        _add_quantized(parameters, quantization, tensor_name_map(tensor), converted)
+        name = tensor_name_map(tensor, gguf_file.spec.architecture)
+        _add_quantized(parameters, quantization, name, converted)
     return parameters, quantization
 
 
@@ -166,13 +167,14 @@ class _ConversionCache:
     def __init__(self, directory: Path, gguf_file: GGUFFile) -> None:
         key = hashlib.sha256(f"{_CACHE_FORMAT}\0{gguf_file.fingerprint}".encode()).hexdigest()[:40]
         self.path = directory / "weights" / f"{key}.safetensors"
+        self.architecture = gguf_file.spec.architecture
 
     def load(
         self,
         tensors: list[str],
         convert: Callable[[], tuple[dict[str, mx.array], dict[str, dict[str, int]]]],
     ) -> tuple[dict[str, mx.array], dict[str, dict[str, int]]]:
-        expected = {tensor_name_map(t).removesuffix(".weight") for t in tensors}
+        expected = {tensor_name_map(t, self.architecture).removesuffix(".weight") for t in tensors}
         found = self._read(expected)
         if found is not None:
             return found

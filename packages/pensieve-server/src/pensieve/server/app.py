@@ -35,7 +35,8 @@ def create_app(
 ) -> Starlette:
     """The HTTP app serving ``service``.
 
-    ``engine`` reports liveness, queue depth and the model id for /health and /metrics;
+    ``engine`` reports liveness, queue depth and the default model for /health and /metrics
+    (a ``pensieve.engine.ModelPool`` also reports its loaded models, for /health and /api/ps);
     ``device`` is the device description /health shows. Raises ConfigError for a
     non-loopback ``server.host`` without ``server.api_keys`` (or CORS ``*`` without them).
     ``app.state.drain`` is the app's :class:`~pensieve.server.shutdown.Drain`, which ``serve`` uses.
@@ -60,6 +61,7 @@ def create_app(
         Route("/v1/messages/count_tokens", handlers.count_tokens, methods=["POST"], middleware=guarded),
         Route("/v1/models", handlers.list_models, methods=["GET"], middleware=guarded),
         Route("/v1/models/{model_id:path}", handlers.get_model, methods=["GET"], middleware=guarded),
+        Route("/api/ps", handlers.loaded_models, methods=["GET"], middleware=guarded),
         Route("/health", handlers.health, methods=["GET"]),
         Route("/metrics", handlers.metrics, methods=["GET"]),
         Route("/", handlers.root, methods=["GET"]),

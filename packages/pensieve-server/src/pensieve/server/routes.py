@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -30,7 +31,7 @@ from pensieve.server.metrics import Metrics
 from pensieve.server.shutdown import Drain, shutting_down
 from pensieve.server.streaming import event_stream_response
 
-__all__ = ["EngineStatus", "Handlers", "read_body"]
+__all__ = ["EngineStatus", "Handlers", "LoadedModels", "read_body"]
 
 
 class EngineStatus(Protocol):
@@ -44,6 +45,15 @@ class EngineStatus(Protocol):
 
     @property
     def queue_depth(self) -> int: ...
+
+
+@runtime_checkable
+class LoadedModels(Protocol):
+    """An engine status that also reports several loaded models (``pensieve.engine.ModelPool``)."""
+
+    def loaded_models(self) -> Sequence[msgspec.Struct]:
+        """One struct per loaded model (``pensieve.engine.LoadedModel``), as ``/api/ps`` shows it."""
+        ...
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -138,6 +148,7 @@ class Handlers:
         self._metrics = metrics
         self._device = dict(device)
         self._started = time.monotonic()
+        self._started_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     async def messages(self, request: Request) -> Response:
         body = await self._body(request)
@@ -145,7 +156,7 @@ class Handlers:
         record = record_of(request)
         timeout = self._limits.request_timeout_seconds
         if _wants_stream(request, message_request.stream):
-            events = self._service.stream(message_request)
+            events = await self._service.stream(message_request)
             return event_stream_response(events, record, timeout=timeout, drain=self._drain)
         message = await _answer(request, self._service.create(message_request), timeout, self._drain)
         if message is None:
@@ -157,7 +168,7 @@ class Handlers:
     async def count_tokens(self, request: Request) -> Response:
         body = await self._body(request)
         count_request = decode_count_tokens_request(body, roles=ACCEPTED_ROLES)
-        return _wire(self._service.count_tokens(count_request))
+        return _wire(await self._service.count_tokens(count_request))
 
     async def _body(self, request: Request) -> bytes:
         return await read_body(request, self._limits.max_body_bytes, self._limits.read_timeout_seconds)
@@ -184,8 +195,29 @@ class Handlers:
             "device": self._device,
             "uptime_seconds": round(time.monotonic() - self._started, 3),
             "queue_depth": self._engine.queue_depth,
+            "loaded_models": [model["name"] for model in self._loaded()],
         }
         return JSONResponse(body, status_code=200 if alive else 503)
+
+    async def loaded_models(self, request: Request) -> Response:
+        """``GET /api/ps`` (as Ollama names it): the loaded models, their memory and keep-alive."""
+        return JSONResponse({"models": self._loaded()})
+
+    def _loaded(self) -> list[dict[str, Any]]:
+        if isinstance(self._engine, LoadedModels):
+            return [msgspec.to_builtins(model) for model in self._engine.loaded_models()]
+        # A single engine, loaded for the server's whole life; its memory is not known here.
+        info = self._engine.info
+        return [
+            {
+                "name": info.id,
+                "architecture": info.architecture,
+                "quantization": info.quantization,
+                "context_length": info.context_length,
+                "loaded_at": self._started_at,
+                "expires_at": None,
+            }
+        ]
 
     async def metrics(self, request: Request) -> Response:
         return Response(self._metrics.render(), media_type=self._metrics.content_type)

@@ -1,0 +1,287 @@
+"""Continuous batching with a prefix cache, on mlx-lm's ``BatchGenerator`` and ``LRUPromptCache``.
+
+``BatchScheduler`` decodes every running request as one batch: requests join and leave between
+steps, and newcomers' prompts are prefilled in chunks between decode steps, so a long prompt
+delays running streams by one chunk at a time rather than by its whole length. Before a prompt is
+prefilled, the longest already-computed prefix of it (a system prompt, tools, earlier turns) is
+taken from the prefix cache; prompts and finished answers go back into it, bounded in bytes with
+least-recently-used eviction.
+
+The scheduler is synchronous and owns MLX state: create it and call it on one thread only
+(``pensieve.engine.Engine`` runs it on its generation thread).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.models.cache import LRUPromptCache, trim_prompt_cache
+from mlx_lm.sample_utils import apply_top_k, apply_top_p, make_sampler
+
+from pensieve.core.generation import (
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    SamplingParams,
+    StopReason,
+    TextDelta,
+)
+from pensieve.engine.text import IncrementalDecoder, StopSequenceMatcher
+
+__all__ = ["BatchScheduler", "Sampler"]
+
+Sampler = Callable[[mx.array], mx.array]
+LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
+Key = Hashable
+
+# All requests of one scheduler share one model, so the prefix cache needs a single model key.
+_MODEL = "model"
+
+
+def make_request_sampler(sampling: SamplingParams) -> Sampler | None:
+    """The sampler of one request; None for greedy (the batch shares one argmax then).
+
+    A seeded request draws from its own key, so its tokens do not depend on what else is in
+    the batch; unseeded ones use MLX's global generator, as mlx-lm does.
+    """
+    if sampling.greedy:
+        return None
+    if sampling.seed is None:
+        return make_sampler(temp=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+    key = mx.random.key(sampling.seed)
+    inverse_temperature = 1.0 / sampling.temperature
+
+    def sample(logprobs: mx.array) -> mx.array:
+        nonlocal key
+        key, draw = mx.random.split(key)
+        if 0 < sampling.top_p < 1.0:
+            logprobs = apply_top_p(logprobs, sampling.top_p)
+        if sampling.top_k > 0:
+            logprobs = apply_top_k(logprobs, sampling.top_k)
+        return mx.random.categorical(logprobs * inverse_temperature, key=draw)
+
+    return sample
+
+
+class _Answer:
+    """One request's text: tokens in, typed events out (deltas, then one GenerationFinished)."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        decode: Callable[[Sequence[int]], str],
+        *,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+    ) -> None:
+        self.request = request
+        self._decoder = IncrementalDecoder(decode)
+        self._stops = StopSequenceMatcher(request.stop_sequences)
+        self._generated = 0
+        self._cache_read = cache_read_tokens
+        self._cache_write = cache_write_tokens
+
+    def token(self, token: int, finish: str | None) -> tuple[list[GenerationEvent], bool]:
+        """Events for the next token, and whether the answer is complete.
+
+        ``finish`` is mlx-lm's verdict: "stop" (an end-of-sequence token), "length" (the token
+        budget is spent) or None.
+        """
+        self._generated += 1
+        if finish == "stop":
+            return self._finish("end_turn", None), True
+        text, matched = self._stops.feed(self._decoder.add(token))
+        events: list[GenerationEvent] = [TextDelta(text)] if text else []
+        if matched is not None:
+            return events + self._finish("stop_sequence", matched), True
+        if finish is not None:
+            return events + self._finish("max_tokens", None), True
+        return events, False
+
+    def _finish(self, reason: StopReason, matched: str | None) -> list[GenerationEvent]:
+        events: list[GenerationEvent] = []
+        if matched is None:
+            text, matched = self._stops.feed(self._decoder.flush())
+            tail = text + ("" if matched else self._stops.flush())
+            if tail:
+                events.append(TextDelta(tail))
+            if matched is not None:
+                reason = "stop_sequence"
+        events.append(
+            GenerationFinished(
+                stop_reason=reason,
+                stop_sequence=matched,
+                prompt_tokens=len(self.request.prompt_tokens),
+                completion_tokens=self._generated,
+                cache_read_tokens=self._cache_read,
+                cache_write_tokens=self._cache_write,
+            )
+        )
+        return events
+
+
+class BatchScheduler:
+    """Runs many generation requests as one continuously batched decode.
+
+    ``add`` queues a request (it starts when fewer than ``max_running`` run), ``step`` advances
+    every running request by one token (and prefills at most one chunk of newcomers' prompts),
+    ``cancel`` drops a request and frees its batch slot and KV memory at once.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        decode: Callable[[Sequence[int]], str],
+        eos_token_ids: frozenset[int],
+        *,
+        logits_processors: Callable[[GenerationRequest], list[LogitsProcessor] | None],
+        max_running: int = 8,
+        prefill_chunk_tokens: int = 256,
+        prefix_cache_bytes: int = 0,
+    ) -> None:
+        self._decode = decode
+        self._processors = logits_processors
+        self._max_running = max_running
+        self._stream = mx.default_stream(mx.default_device())
+        self._generator = BatchGenerator(
+            module,
+            completion_batch_size=max_running,
+            prefill_batch_size=1,
+            prefill_step_size=prefill_chunk_tokens,
+            stream=self._stream,
+        )
+        self._end_of_sequence = StopSequences([[token] for token in sorted(eos_token_ids)])
+        self._cache = LRUPromptCache(max_size=1 << 30, max_bytes=prefix_cache_bytes) if prefix_cache_bytes else None
+        self._waiting: deque[tuple[Key, GenerationRequest, int]] = deque()
+        self._running: dict[int, tuple[Key, _Answer]] = {}
+        self._uids: dict[Key, int] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running or self._waiting)
+
+    @property
+    def prefix_cache_bytes(self) -> int:
+        """Bytes of KV state the prefix cache holds now."""
+        return self._cache.nbytes if self._cache is not None else 0
+
+    @property
+    def prefix_cache_entries(self) -> int:
+        return len(self._cache) if self._cache is not None else 0
+
+    def add(self, key: Key, request: GenerationRequest, max_tokens: int) -> None:
+        """Queue ``request``; it may produce at most ``max_tokens`` tokens (already clamped to the context)."""
+        self._waiting.append((key, request, max_tokens))
+
+    def cancel(self, key: Key) -> None:
+        """Forget a request, waiting or running; its slot and KV memory are freed now."""
+        uid = self._uids.pop(key, None)
+        if uid is None:
+            self._waiting = deque(item for item in self._waiting if item[0] != key)
+            return
+        del self._running[uid]
+        self._generator.remove([uid])
+
+    def step(self) -> list[tuple[Key, list[GenerationEvent], bool]]:
+        """Advance the batch once: ``(key, events, finished)`` for each request that produced something."""
+        self._admit()
+        if not self._running:
+            return []
+        prompt_progress, generated = self._generator.next()
+        self._cache_prompts(prompt_progress)
+        results: list[tuple[Key, list[GenerationEvent], bool]] = []
+        stopped: list[int] = []
+        for response in generated:
+            entry = self._running.get(response.uid)
+            if entry is None:
+                continue
+            key, answer = entry
+            events, done = answer.token(response.token, response.finish_reason)
+            if done:
+                self._release(response.uid, key)
+                if response.finish_reason is None:
+                    stopped.append(response.uid)  # ended by a stop sequence: still in the batch
+                else:
+                    self._remember(response.all_tokens, response.prompt_cache)
+            if events or done:
+                results.append((key, events, done))
+        if stopped:
+            caches = self._generator.remove(stopped, return_prompt_caches=self._cache is not None)
+            for cache, tokens in caches.values():
+                self._remember(tokens, cache)
+        return results
+
+    def close(self) -> None:
+        self._generator.close()
+
+    def _admit(self) -> None:
+        while self._waiting and len(self._running) < self._max_running:
+            key, request, max_tokens = self._waiting.popleft()
+            prompt = list(request.prompt_tokens)
+            cache, rest = self._reuse(prompt)
+            cached = len(prompt) - len(rest)
+            written = max(0, len(prompt) - 1 - cached) if self._cache is not None else 0
+            (uid,) = self._generator.insert(
+                [rest],
+                max_tokens=[max_tokens],
+                caches=[cache] if cache is not None else None,
+                all_tokens=[prompt[:cached]],
+                samplers=[make_request_sampler(request.sampling)],
+                logits_processors=[self._processors(request) or []],
+                stop_sequences=[self._end_of_sequence],
+            )
+            self._uids[key] = uid
+            self._running[uid] = (
+                key,
+                _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written),
+            )
+
+    def _reuse(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
+        """The cached KV state of the longest known prefix of ``prompt``, and the tokens after it."""
+        if self._cache is None:
+            return None, prompt
+        cache, rest = self._cache.fetch_nearest_cache(_MODEL, prompt)
+        if cache is not None and not rest:
+            # The whole prompt is cached; the model still has to read its last token to answer.
+            trim_prompt_cache(cache, 1)
+            rest = prompt[-1:]
+        return cache, rest
+
+    def _cache_prompts(self, progress: list[Any]) -> None:
+        """Keep the KV state of each prompt that just finished prefilling (all but its last token)."""
+        if self._cache is None:
+            return
+        finished = [p.uid for p in progress if p.end_of_segment and not p.end_of_prompt]
+        for cache, tokens in self._generator.extract_cache(finished).values():
+            self._cache.insert_cache(_MODEL, list(tokens), _compacted(cache), cache_type="user")
+
+    def _remember(self, tokens: list[int] | None, cache: list[Any] | None) -> None:
+        if self._cache is not None and tokens and cache:
+            self._cache.insert_cache(_MODEL, list(tokens), _compacted(cache), cache_type="assistant")
+
+    def _release(self, uid: int, key: Key) -> None:
+        del self._running[uid]
+        self._uids.pop(key, None)
+
+
+def _compacted(cache: list[Any]) -> list[Any]:
+    """A sequence's KV state as a prefix-cache entry must hold it: computed, standing alone.
+
+    The batch hands out lazy exact-size copies of its slices; left unevaluated, each entry would
+    keep the whole batch buffer it was cut from alive, far more memory than its ``nbytes`` says.
+    """
+    mx.eval([layer.state for layer in cache])
+    return cache
