@@ -174,10 +174,17 @@ def tiny_spm_vocab() -> tuple[list[str], list[float], list[int]]:
     ``<unk>``, ``<s>``, ``</s>``, then the 256 byte tokens, the merged pieces and single characters;
     anything else (capitals, CJK) falls back to bytes.
     """
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    types = [2, 3, 3] + [6] * 256
+    return _sentencepiece_vocab(["<unk>", "<s>", "</s>"], [2, 3, 3], _SPM_PIECES)
+
+
+def _sentencepiece_vocab(
+    specials: list[str], special_types: list[int], pieces: tuple[tuple[str, float], ...]
+) -> tuple[list[str], list[float], list[int]]:
+    """Special tokens, the 256 byte tokens, merged ``pieces`` and single characters (least likely)."""
+    tokens = specials + [f"<0x{b:02X}>" for b in range(256)]
+    types = special_types + [6] * 256
     scores = [0.0] * len(tokens)
-    for piece, score in _SPM_PIECES:
+    for piece, score in pieces:
         tokens.append(piece)
         scores.append(score)
         types.append(1)
@@ -216,18 +223,7 @@ def tiny_gemma_vocab() -> tuple[list[str], list[float], list[int]]:
     and ``<end_of_turn>`` (control tokens), the 256 byte tokens, merged pieces and characters.
     Gemma files set ``add_space_prefix`` to false, so only spaces inside the text become ``▁``.
     """
-    tokens = list(_GEMMA_SPECIALS) + [f"<0x{b:02X}>" for b in range(256)]
-    types = [3, 3, 3, 2, 3, 3] + [6] * 256
-    scores = [0.0] * len(tokens)
-    for piece, score in _GEMMA_PIECES:
-        tokens.append(piece)
-        scores.append(score)
-        types.append(1)
-    for index, char in enumerate(_SPM_CHARS):
-        tokens.append(char)
-        scores.append(-100.0 - index)
-        types.append(1)
-    return tokens, scores, types
+    return _sentencepiece_vocab(list(_GEMMA_SPECIALS), [3, 3, 3, 2, 3, 3], _GEMMA_PIECES)
 
 
 def kquant_blocks(qtype: Q, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:

@@ -31,6 +31,7 @@ from pensieve.core.generation import (
 from pensieve.core.protocols import ModelInfo
 from pensieve.device import (
     DeviceInfo,
+    WeightLayout,
     check_model_fits,
     configure_device,
     estimate_model_bytes,
@@ -43,7 +44,7 @@ from pensieve.engine.build import build_model
 from pensieve.engine.constraint import ConstraintCompiler
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
-__all__ = ["Completion", "LocalModel", "load_model"]
+__all__ = ["Completion", "LocalModel", "load_model", "plan_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,35 @@ class LocalModel:
         return self.complete(request)
 
 
+def plan_layout(
+    gguf: GGUFFile,
+    device: DeviceInfo,
+    *,
+    context_length: int,
+    preference: Literal["auto", "quantized", "dense"] = "auto",
+) -> WeightLayout:
+    """How ``load_model`` holds ``gguf``'s weights on ``device``, with the memory that needs
+    (weights plus a ``context_length`` KV cache and activations)."""
+    spec = gguf.spec
+
+    def required(weight_bytes: int) -> int:
+        return estimate_model_bytes(
+            weight_bytes=weight_bytes,
+            context_length=context_length,
+            num_layers=spec.num_layers,
+            num_kv_heads=spec.num_kv_heads,
+            head_dim=spec.head_dim,
+        )
+
+    dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
+    return plan_weights(
+        device,
+        quantized_bytes=required(gguf.tensor_bytes),
+        dense_bytes=required(dense_bytes),
+        preference=preference,
+    )
+
+
 def load_model(
     path: str | Path | None = None,
     *,
@@ -227,23 +257,7 @@ def load_model(
     gguf = open_gguf(path if path is not None else default_model_path())
     spec = gguf.spec
     context = min(context_length or spec.context_length, spec.context_length)
-
-    def required(weight_bytes: int) -> int:
-        return estimate_model_bytes(
-            weight_bytes=weight_bytes,
-            context_length=context,
-            num_layers=spec.num_layers,
-            num_kv_heads=spec.num_kv_heads,
-            head_dim=spec.head_dim,
-        )
-
-    dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
-    layout = plan_weights(
-        planned,
-        quantized_bytes=required(gguf.tensor_bytes),
-        dense_bytes=required(dense_bytes),
-        preference=weight_layout,
-    )
+    layout = plan_layout(gguf, planned, context_length=context, preference=weight_layout)
     logger.info("weights: %s %s (%s)", layout.kind, layout.dtype, layout.reason)
     check_model_fits(layout.required_bytes, planned, what=Path(gguf.path).name)
     device_info = configure_device(settings, machine)  # only a model that fits changes MLX's limits

@@ -19,7 +19,6 @@ import concurrent.futures
 import functools
 import gc
 import logging
-import math
 import queue
 import threading
 import time
@@ -39,13 +38,11 @@ from pensieve.core.protocols import ModelInfo
 from pensieve.device import (
     WeightLayout,
     check_model_fits,
-    estimate_model_bytes,
     format_bytes,
     plan_device,
-    plan_weights,
     probe_device,
 )
-from pensieve.engine.model import LocalModel, load_model
+from pensieve.engine.model import LocalModel, load_model, plan_layout
 from pensieve.engine.serving import Engine
 from pensieve.engine.threads import join_mlx_thread
 from pensieve.formats import (
@@ -423,25 +420,8 @@ class ModelPool:
     def _plan(self, file: ModelFile) -> WeightLayout:
         """The layout ``load_model`` will choose for ``file``, with its memory need."""
         gguf = open_gguf(file.path)
-        spec = gguf.spec
-        context = min(self._context_length or spec.context_length, spec.context_length)
-
-        def required(weight_bytes: int) -> int:
-            return estimate_model_bytes(
-                weight_bytes=weight_bytes,
-                context_length=context,
-                num_layers=spec.num_layers,
-                num_kv_heads=spec.num_kv_heads,
-                head_dim=spec.head_dim,
-            )
-
-        dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
-        return plan_weights(
-            self._device,
-            quantized_bytes=required(gguf.tensor_bytes),
-            dense_bytes=required(dense_bytes),
-            preference=self._layout,
-        )
+        context = min(self._context_length or gguf.spec.context_length, gguf.spec.context_length)
+        return plan_layout(gguf, self._device, context_length=context, preference=self._layout)
 
     def _load(self, file: ModelFile, plan: WeightLayout) -> tuple[LocalModel, Engine]:
         """On the worker thread: load in the planned layout (so the reservation holds) and serve it."""
