@@ -59,7 +59,7 @@ def gemma3_270m_path() -> Path:
     environment (every user and HOME sees it) rather than to one user's cache; the package
     checks its SHA-256 as it assembles it. A file of the chunks' total size counts as assembled
     (hashing 250 MB on every call would be slow); another size means an interrupted assembly,
-    which is redone. The hatch environment's post-install command calls this once, so serving
+    which is redone. The hatch environment's post-install command assembles it there, so serving
     never waits for it.
     """
     try:
