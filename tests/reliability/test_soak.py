@@ -28,12 +28,15 @@ def _soak_module() -> ModuleType:
 
 
 def test_two_minutes_of_mixed_load_lose_nothing() -> None:
-    # The prefix cache grows to its byte budget, then stays there; a small budget fills within the
-    # warm-up, so what the end-vs-warm-up check sees after it is anything that keeps growing.
-    small_prefix_cache = {"PENSIEVE_ENGINE_PREFIX_CACHE_BYTES": str(32 * 1024 * 1024)}
+    # The prefix cache and MLX's buffer cache grow to their byte limits, then stay there; small
+    # limits fill within the warm-up, so what the end-vs-warm-up check sees is what keeps growing.
+    small_caches = {
+        "PENSIEVE_ENGINE_PREFIX_CACHE_BYTES": str(32 * 1024 * 1024),
+        "PENSIEVE_DEVICE_CACHE_LIMIT_BYTES": str(64 * 1024 * 1024),
+    }
     report = _soak_module().soak(
-        clients=4, duration=120, port=0, max_requests=10_000, max_tokens=8, warmup=30, window=30, timeout=120,
-        extra_env=small_prefix_cache,
+        clients=4, duration=120, port=0, max_requests=10_000, max_tokens=8, warmup=45, window=30, timeout=120,
+        extra_env=small_caches,
     )
     print(json.dumps(report, indent=2))
     assert report["lost_responses"] == 0, report["lost_samples"]
