@@ -13,12 +13,11 @@ from pensieve.core import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
-    ModelInfo,
     PromptTooLongError,
     TextDelta,
 )
 from pensieve.formats import CHATML_TEMPLATE, JinjaChatTemplate
-from tests.server.fakes import CharTokenizer
+from tests.server.fakes import CharTokenizer, fake_model_info
 
 # A compact Qwen2.5-style template: tools in the system turn, <tool_call> calls, a tool role
 # rendered as <tool_response>. QWEN3_LIKE adds <think> reasoning replayed from reasoning_content.
@@ -61,17 +60,7 @@ class ScriptedBackend:
     def __init__(
         self, respond: Callable[[str], str], template: str = CHATML_TEMPLATE, context: int = 8192
     ) -> None:
-        self.info = ModelInfo(
-            id="scripted",
-            display_name="Scripted",
-            architecture="fake",
-            quantization="none",
-            context_length=context,
-            parameter_count=0,
-            file_path="/nonexistent/scripted.gguf",
-            file_size=0,
-            created_at="2025-01-01T00:00:00Z",
-        )
+        self.info = fake_model_info("scripted", "Scripted", context)
         self.tokenizer = CharTokenizer()
         self.chat_template = JinjaChatTemplate(template)
         self.respond = respond

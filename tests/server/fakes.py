@@ -22,6 +22,21 @@ from pensieve.core import (
 CONTEXT = 512
 
 
+def fake_model_info(model_id: str, display_name: str, context_length: int) -> ModelInfo:
+    """What a fake backend reports about its model: no file, no parameters."""
+    return ModelInfo(
+        id=model_id,
+        display_name=display_name,
+        architecture="fake",
+        quantization="none",
+        context_length=context_length,
+        parameter_count=0,
+        file_path=f"/nonexistent/{model_id}.gguf",
+        file_size=0,
+        created_at="2025-01-01T00:00:00Z",
+    )
+
+
 class CharTokenizer:
     """One token per character; id 0 ends a turn."""
 
@@ -57,17 +72,7 @@ class FakeBackend:
     """
 
     def __init__(self) -> None:
-        self.info = ModelInfo(
-            id="fake-model",
-            display_name="Fake Model",
-            architecture="fake",
-            quantization="none",
-            context_length=CONTEXT,
-            parameter_count=0,
-            file_path="/nonexistent/fake.gguf",
-            file_size=0,
-            created_at="2025-01-01T00:00:00Z",
-        )
+        self.info = fake_model_info("fake-model", "Fake Model", CONTEXT)
         self.tokenizer = CharTokenizer()
         self.chat_template = TagTemplate()
         self.alive = True
