@@ -98,6 +98,7 @@ class Engine:
         self._scheduled_waiting = 0  # taken, waiting in the scheduler for a batch slot
         self._running = 0
         self._prefix_cache_bytes = 0
+        self._dying = False  # set before a dying thread tells its callers, so /health agrees with them
         self._keys = itertools.count()
         self._thread = threading.Thread(target=self._run, name="pensieve-generation", daemon=True)
         self._thread.start()
@@ -124,8 +125,8 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        """False once the generation thread has died; the server reports it on /health."""
-        return self._thread.is_alive()
+        """False once the generation thread is dying or dead; the server reports it on /health."""
+        return self._thread.is_alive() and not self._dying
 
     @property
     def queue_depth(self) -> int:
@@ -203,6 +204,7 @@ class Engine:
                 self._scheduled_waiting = scheduler.waiting
                 self._prefix_cache_bytes = scheduler.prefix_cache_bytes
         except BaseException as exc:
+            self._dying = True
             self._fail_all(jobs, GenerationError(f"the generation thread stopped ({type(exc).__name__}); restart the server"))
             raise
         finally:
