@@ -61,6 +61,34 @@ def test_batched_greedy_answers_equal_each_request_alone(default_model: LocalMod
     assert all(finished.completion_tokens >= 1 for _, finished in together.values())
 
 
+def _first_token_steps(
+    model: LocalModel, requests: dict[str, GenerationRequest], prefill_chunk_tokens: int
+) -> dict[str, int]:
+    """The scheduler step on which each request first produced something, all added at once."""
+    scheduler = model.scheduler(max_running=len(requests), prefill_chunk_tokens=prefill_chunk_tokens)
+    for key, request in requests.items():
+        scheduler.add(key, request, request.max_tokens)
+    first_step: dict[str, int] = {}
+    step = 0
+    while scheduler.busy:
+        step += 1
+        for key, _events, _done in scheduler.step():
+            first_step.setdefault(str(key), step)
+    return first_step
+
+
+def test_requests_arriving_together_are_prefilled_together_in_a_shared_chunk(default_model: LocalModel) -> None:
+    """Four prompts share each step's 128-token chunk (32 tokens each): all four start answering
+    on the same step, the one a single prompt of their length reaches with 32-token chunks."""
+    questions = ["What is the capital of France?", "Say hello.", "Name a color.", "What is 2 + 2?"]
+    requests = {q: _request(default_model, q, max_tokens=2) for q in questions}
+    assert all(len(r.prompt_tokens) > 128 for r in requests.values())  # the system prompt: over one chunk
+    longest = max(requests, key=lambda q: len(requests[q].prompt_tokens))
+    alone = _first_token_steps(default_model, {longest: requests[longest]}, prefill_chunk_tokens=32)
+    together = _first_token_steps(default_model, requests, prefill_chunk_tokens=128)
+    assert together == {q: alone[longest] for q in questions}
+
+
 def test_seeded_sampling_does_not_depend_on_the_batch(default_model: LocalModel) -> None:
     seeded = SamplingParams(temperature=0.9, top_p=0.95, seed=7)
     request = _request(default_model, "Tell me a fact.", system=None, max_tokens=8, sampling=seeded)

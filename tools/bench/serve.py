@@ -229,10 +229,11 @@ def _measure(name: str, base_url: str, args: argparse.Namespace, system: str) ->
         figures["concurrency"][str(clients)] = asyncio.run(
             _concurrency(base_url, stream, clients, args.requests, args.new_tokens)
         )
-    print(f"[{name}] shared prefix...", file=sys.stderr)
-    figures["shared_prefix"] = asyncio.run(
-        _shared_prefix(base_url, stream, system, args.conversations, args.turns, args.prefix_new_tokens)
-    )
+    if args.conversations > 0:  # --conversations 0 measures concurrency only
+        print(f"[{name}] shared prefix...", file=sys.stderr)
+        figures["shared_prefix"] = asyncio.run(
+            _shared_prefix(base_url, stream, system, args.conversations, args.turns, args.prefix_new_tokens)
+        )
     return figures
 
 
@@ -289,8 +290,9 @@ def _summary(results: dict[str, Any], clients: list[int]) -> dict[str, Any]:
     if ours:
         agg = {n: ours["concurrency"][n]["aggregate_tok_s"] for n in ours["concurrency"]}
         summary[f"pensieve_{most}_clients_over_{fewest}"] = round(agg[most] / agg[fewest], 2)
-        summary["pensieve_warm_over_cold_ttft"] = ours["shared_prefix"]["warm_over_cold"]
-    if theirs:
+        if "shared_prefix" in ours:
+            summary["pensieve_warm_over_cold_ttft"] = ours["shared_prefix"]["warm_over_cold"]
+    if theirs and "shared_prefix" in theirs:
         summary["mlx_lm_warm_over_cold_ttft"] = theirs["shared_prefix"]["warm_over_cold"]
     if ours and theirs:
         for n in ours["concurrency"]:

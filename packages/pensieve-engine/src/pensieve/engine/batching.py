@@ -1,8 +1,8 @@
 """Continuous batching with a prefix cache, on mlx-lm's ``BatchGenerator`` and ``LRUPromptCache``.
 
 ``BatchScheduler`` decodes every running request as one batch: requests join and leave between
-steps, and newcomers' prompts are prefilled in chunks between decode steps, so a long prompt
-delays running streams by one chunk at a time rather than by its whole length. Before a prompt is
+steps, and newcomers' prompts are prefilled together, in chunks between decode steps, so a long
+prompt delays running streams by one chunk at a time rather than by its whole length. Before a prompt is
 prefilled, the longest already-computed prefix of it (a system prompt, tools, earlier turns) is
 taken from the prefix cache; prompts and finished answers go back into it, bounded in bytes with
 least-recently-used eviction.
@@ -41,6 +41,10 @@ Key = Hashable
 
 # All requests of one scheduler share one model, so the prefix cache needs a single model key.
 _MODEL = "model"
+
+# The fewest prompt tokens per sequence in one prefill step when several prompts share the
+# step's chunk: thinner slices would spend the step on per-call overhead instead of prompt.
+_MIN_PREFILL_SLICE = 32
 
 
 def make_request_sampler(sampling: SamplingParams) -> Sampler | None:
@@ -131,6 +135,12 @@ class BatchScheduler:
     ``add`` queues a request (it starts when fewer than ``max_running`` run), ``step`` advances
     every running request by one token (and prefills at most one chunk of newcomers' prompts),
     ``cancel`` drops a request and frees its batch slot and KV memory at once.
+
+    Newcomers' prompts are prefilled as one batch that shares the chunk: each of n prompts
+    advances by ``prefill_chunk_tokens / n`` tokens a step (at least ``_MIN_PREFILL_SLICE``), so
+    the wait of running streams stays about one chunk however many requests arrive together,
+    and the prompts are read as one wide matrix product rather than one after another (on
+    a 2-core CPU, 8 prompts x 32 tokens prefill at 239 tok/s, one prompt of 32 at 135).
     """
 
     def __init__(
@@ -147,11 +157,12 @@ class BatchScheduler:
         self._decode = decode
         self._processors = logits_processors
         self._max_running = max_running
+        self._prefill_chunk_tokens = prefill_chunk_tokens
         self._stream = mx.default_stream(mx.default_device())
         self._generator = BatchGenerator(
             module,
             completion_batch_size=max_running,
-            prefill_batch_size=1,
+            prefill_batch_size=max_running,
             prefill_step_size=prefill_chunk_tokens,
             stream=self._stream,
         )
@@ -159,6 +170,7 @@ class BatchScheduler:
         self._cache = LRUPromptCache(max_size=1 << 30, max_bytes=prefix_cache_bytes) if prefix_cache_bytes else None
         self._waiting: deque[tuple[Key, GenerationRequest, int]] = deque()
         self._running: dict[int, tuple[Key, _Answer]] = {}
+        self._prefilling: set[int] = set()
         self._uids: dict[Key, int] = {}
 
     @property
@@ -193,6 +205,7 @@ class BatchScheduler:
             self._waiting = deque(item for item in self._waiting if item[0] != key)
             return
         del self._running[uid]
+        self._prefilling.discard(uid)
         self._generator.remove([uid])
 
     def step(self) -> list[tuple[Key, list[GenerationEvent], bool]]:
@@ -200,7 +213,12 @@ class BatchScheduler:
         self._admit()
         if not self._running:
             return []
+        # mlx-lm reads its per-sequence prefill step afresh on every call.
+        self._generator.prefill_step_size = max(
+            _MIN_PREFILL_SLICE, self._prefill_chunk_tokens // max(1, len(self._prefilling))
+        )
         prompt_progress, generated = self._generator.next()
+        self._prefilling.difference_update(p.uid for p in prompt_progress if p.end_of_prompt)
         self._cache_prompts(prompt_progress)
         results: list[tuple[Key, list[GenerationEvent], bool]] = []
         stopped: list[int] = []
@@ -244,6 +262,7 @@ class BatchScheduler:
                 stop_sequences=[self._end_of_sequence],
             )
             self._uids[key] = uid
+            self._prefilling.add(uid)
             self._running[uid] = (
                 key,
                 _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written),
@@ -274,6 +293,7 @@ class BatchScheduler:
 
     def _release(self, uid: int, key: Key) -> None:
         del self._running[uid]
+        self._prefilling.discard(uid)
         self._uids.pop(key, None)
 
 
