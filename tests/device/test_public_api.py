@@ -9,10 +9,12 @@ def test_all_is_exactly_the_public_api() -> None:
     assert sorted(device.__all__) == [
         "Backend",
         "BlasLibrary",
+        "DTYPE_BYTES",
         "DeviceInfo",
         "DeviceReport",
         "WeightLayout",
         "check_model_fits",
+        "compute_dtype",
         "configure_device",
         "estimate_model_bytes",
         "format_bytes",

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from pensieve.core.config import DeviceSettings
-from pensieve.device import DeviceInfo, DeviceReport, WeightLayout, plan_device, plan_weights
+from pensieve.device import DTYPE_BYTES, DeviceInfo, DeviceReport, WeightLayout, compute_dtype, plan_device, plan_weights
 
 from .test_backend import CPU_BOX, CUDA_BOX, GIB, MAC
 
@@ -75,3 +75,11 @@ def test_device_info_carries_the_blas_of_the_report() -> None:
     assert (info.blas, info.blas_optimized) == ("mkl 2026.2.0", True)
     assert (info.weight_layout, info.compute_dtype) == (None, None)  # filled in once a model loads
     assert info.memory_budget_bytes == int(8 * GIB * 0.75)
+
+
+def test_the_compute_dtype_and_so_the_kv_cache_dtype_of_each_layout() -> None:
+    assert compute_dtype(_info(MAC), "quantized") == "float16"
+    assert compute_dtype(_info(CUDA_BOX), "quantized") == "float16"
+    assert compute_dtype(_info(MAC), "dense") == "float32"
+    assert compute_dtype(_info(CPU_BOX), "quantized") == "float32"
+    assert [DTYPE_BYTES[compute_dtype(_info(MKL_BOX), kind)] for kind in ("quantized", "dense")] == [4, 4]

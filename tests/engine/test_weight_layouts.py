@@ -10,15 +10,19 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from math import prod
 from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx_lm.models.cache import KVCache
 
 from pensieve.core import DeviceSettings
 from pensieve.device import load_blas
 from pensieve.engine import LocalModel, load_model
+from pensieve.engine.model import plan_layout
+from pensieve.formats import default_model_path, open_gguf
 
 pytestmark = pytest.mark.real_model
 
@@ -130,3 +134,15 @@ def test_a_budget_too_small_for_float32_keeps_the_weights_quantized(restore_mlx_
     model = load_model(device=DeviceSettings(device="cpu", memory_limit_bytes=budget), context_length=2048)
     assert model.device.weight_layout == "quantized"
     assert "QuantizedLinear" in {type(m).__name__ for _, m in model.module.named_modules()}
+
+
+def test_the_planned_memory_covers_the_kv_cache_the_model_really_fills(default_model: LocalModel) -> None:
+    """The reservation's KV term is in the compute dtype: float32 on the CPU, twice float16's bytes."""
+    gguf = open_gguf(default_model_path())
+    context = gguf.spec.context_length
+    layout = plan_layout(gguf, default_model.device, context_length=context, preference="dense")
+    cache = [KVCache() for _ in default_model.module.layers]
+    mx.eval(default_model.module(mx.zeros((1, 16), dtype=mx.int32), cache=cache))
+    kv_bytes_per_token = sum(c.keys[..., :16, :].nbytes + c.values[..., :16, :].nbytes for c in cache) // 16
+    weight_bytes = 4 * sum(prod(tensor.shape) for tensor in gguf.tensors)
+    assert layout.required_bytes - weight_bytes >= kv_bytes_per_token * context

@@ -12,15 +12,17 @@ from pensieve.device.backend import Backend, select_backend
 from pensieve.device.configure import DeviceInfo, configure_device, plan_device
 from pensieve.device.memory import check_model_fits, estimate_model_bytes, format_bytes
 from pensieve.device.probe import DeviceReport, probe_device
-from pensieve.device.weights import WeightLayout, plan_weights
+from pensieve.device.weights import DTYPE_BYTES, WeightLayout, compute_dtype, plan_weights
 
 __all__ = [
     "Backend",
     "BlasLibrary",
+    "DTYPE_BYTES",
     "DeviceInfo",
     "DeviceReport",
     "WeightLayout",
     "check_model_fits",
+    "compute_dtype",
     "configure_device",
     "estimate_model_bytes",
     "format_bytes",

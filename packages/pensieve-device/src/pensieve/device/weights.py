@@ -16,10 +16,12 @@ import msgspec
 from pensieve.device.configure import DeviceInfo
 from pensieve.device.memory import format_bytes
 
-__all__ = ["WeightLayout", "plan_weights"]
+__all__ = ["DTYPE_BYTES", "WeightLayout", "compute_dtype", "plan_weights"]
 
 LayoutKind = Literal["quantized", "dense"]
 ComputeDtype = Literal["float32", "float16"]
+
+DTYPE_BYTES: dict[ComputeDtype, int] = {"float32": 4, "float16": 2}
 
 
 class WeightLayout(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +38,12 @@ class WeightLayout(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+def compute_dtype(info: DeviceInfo, kind: LayoutKind) -> ComputeDtype:
+    """The dtype a layout computes in on ``info``'s device, and so the dtype of its KV cache:
+    float16 for quantized weights on a GPU (the dtype of GGUF scales), float32 otherwise."""
+    return "float16" if kind == "quantized" and info.backend != "cpu" else "float32"
+
+
 def plan_weights(
     info: DeviceInfo,
     *,
@@ -46,18 +54,15 @@ def plan_weights(
     """The layout to load a model in on ``info``'s device.
 
     ``quantized_bytes`` and ``dense_bytes`` are the model's whole memory need in each layout
-    (see ``estimate_model_bytes``). ``auto``: GPUs keep the weights quantized (float16 compute,
+    (see ``estimate_model_bytes``, with KV elements of the layout's ``compute_dtype``). ``auto``: GPUs keep the weights quantized (float16 compute,
     the dtype of GGUF scales); the CPU dequantizes to float32 when an optimized BLAS is loaded
     and the float32 model fits the memory budget, else keeps them quantized (float32 compute).
     """
     gpu = info.backend != "cpu"
     quantized = WeightLayout(
-        kind="quantized",
-        dtype="float16" if gpu else "float32",
-        required_bytes=quantized_bytes,
-        reason="",
+        kind="quantized", dtype=compute_dtype(info, "quantized"), required_bytes=quantized_bytes, reason=""
     )
-    dense = WeightLayout(kind="dense", dtype="float32", required_bytes=dense_bytes, reason="")
+    dense = WeightLayout(kind="dense", dtype=compute_dtype(info, "dense"), required_bytes=dense_bytes, reason="")
     if preference == "quantized":
         return msgspec.structs.replace(quantized, reason="quantized weights were requested")
     if preference == "dense":

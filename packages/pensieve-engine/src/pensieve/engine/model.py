@@ -30,9 +30,11 @@ from pensieve.core.generation import (
 )
 from pensieve.core.protocols import ModelInfo
 from pensieve.device import (
+    DTYPE_BYTES,
     DeviceInfo,
     WeightLayout,
     check_model_fits,
+    compute_dtype,
     configure_device,
     estimate_model_bytes,
     plan_device,
@@ -211,23 +213,24 @@ def plan_layout(
     preference: Literal["auto", "quantized", "dense"] = "auto",
 ) -> WeightLayout:
     """How ``load_model`` holds ``gguf``'s weights on ``device``, with the memory that needs
-    (weights plus a ``context_length`` KV cache and activations)."""
+    (weights plus a ``context_length`` KV cache in the layout's compute dtype, and activations)."""
     spec = gguf.spec
 
-    def required(weight_bytes: int) -> int:
+    def required(weight_bytes: int, kind: Literal["quantized", "dense"]) -> int:
         return estimate_model_bytes(
             weight_bytes=weight_bytes,
             context_length=context_length,
             num_layers=spec.num_layers,
             num_kv_heads=spec.num_kv_heads,
             head_dim=spec.head_dim,
+            kv_bytes_per_element=DTYPE_BYTES[compute_dtype(device, kind)],
         )
 
     dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
     return plan_weights(
         device,
-        quantized_bytes=required(gguf.tensor_bytes),
-        dense_bytes=required(dense_bytes),
+        quantized_bytes=required(gguf.tensor_bytes, "quantized"),
+        dense_bytes=required(dense_bytes, "dense"),
         preference=preference,
     )
 
