@@ -20,7 +20,7 @@ from pensieve.api import (
     PingEvent,
 )
 from pensieve.claude import MessagesService, ModelCatalog, render_prompt
-from pensieve.core import InvalidRequestError, LimitSettings, NotFoundError
+from pensieve.core import InvalidRequestError, LimitSettings, NotFoundError, SamplingSettings
 from pensieve.engine import Engine, LocalModel
 from tests.server.sse import prompt_size
 
@@ -139,3 +139,14 @@ def test_models_list_pages_names(service: MessagesService, engine: Engine) -> No
     assert service.get_model("local-smol").id == "local-smol"
     with pytest.raises(NotFoundError):
         service.get_model("nope")
+
+
+def test_requests_without_sampling_use_the_configured_defaults(service: MessagesService, engine: Engine) -> None:
+    """Greedy text, once asked for (temperature 0), once reached through the defaults alone."""
+    greedy = asyncio.run(service.create(_request(messages=FRANCE))).content
+    cool = MessagesService(ModelCatalog(engine), sampling=SamplingSettings(temperature=0.0))
+    narrow = MessagesService(ModelCatalog(engine), sampling=SamplingSettings(top_k=1))
+    no_sampling = msgspec.convert({"model": "claude-3-sonnet-20240229", "max_tokens": 16, "messages": FRANCE}, MessagesRequest)
+    assert asyncio.run(cool.create(no_sampling)).content == greedy
+    hot_but_top_1 = msgspec.structs.replace(no_sampling, temperature=1.0)
+    assert asyncio.run(narrow.create(hot_but_top_1)).content == greedy

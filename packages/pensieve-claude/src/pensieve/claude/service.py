@@ -27,7 +27,7 @@ from pensieve.claude.catalog import ModelCatalog
 from pensieve.claude.prompt import Prompt, render_prompt
 from pensieve.claude.thinking import THINK_CLOSE, ThinkingSigner
 from pensieve.claude.tool_calls import ToolCallEnd, ToolCallParser, ToolCallStart, ToolInputDelta, ToolText
-from pensieve.core.config import LimitSettings
+from pensieve.core.config import LimitSettings, SamplingSettings
 from pensieve.core.errors import InvalidRequestError, NotFoundError
 from pensieve.core.generation import (
     GenerationEvent,
@@ -40,22 +40,25 @@ from pensieve.core.protocols import GenerationBackend
 
 __all__ = ["MessagesService"]
 
-# The API's defaults when a request leaves sampling out (the anthropic SDK 2.x never sends it).
-_DEFAULT_TEMPERATURE = 1.0
-
-
 class MessagesService:
     """Answers Messages API requests with the models of a catalog.
 
-    ``thinking_key`` signs thinking blocks (HMAC-SHA256); by default a random key per service,
-    so thinking signed before a restart is no longer replayed to the model.
+    ``sampling`` is how requests that leave sampling out are sampled (the API's defaults unless
+    given). ``thinking_key`` signs thinking blocks (HMAC-SHA256); by default a random key per
+    service, so thinking signed before a restart is no longer replayed to the model.
     """
 
     def __init__(
-        self, catalog: ModelCatalog, limits: LimitSettings | None = None, *, thinking_key: bytes | None = None
+        self,
+        catalog: ModelCatalog,
+        limits: LimitSettings | None = None,
+        *,
+        sampling: SamplingSettings | None = None,
+        thinking_key: bytes | None = None,
     ) -> None:
         self._catalog = catalog
         self._limits = limits or LimitSettings()
+        self._sampling = sampling or SamplingSettings()
         self._signer = ThinkingSigner(thinking_key)
 
     @property
@@ -130,10 +133,11 @@ class MessagesService:
     def _admit(self, request: MessagesRequest, backend: GenerationBackend) -> _Turn:
         # No await from here to the backend's first stream: the model stays loaded for it.
         prompt = render_prompt(request, backend, self._signer)
+        defaults = self._sampling
         sampling = SamplingParams(
-            temperature=_DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=0 if request.top_k is None else request.top_k,
+            temperature=defaults.temperature if request.temperature is None else request.temperature,
+            top_p=defaults.top_p if request.top_p is None else request.top_p,
+            top_k=defaults.top_k if request.top_k is None else request.top_k,
         )
         return _Turn(request, backend, prompt, self._signer, sampling, self._limits.max_output_tokens)
 

@@ -135,7 +135,7 @@ def _describe(pool: ModelPool) -> None:
 def _serve(pool: ModelPool, config: Config) -> None:
     """Serve ``pool``'s models until stopped; the caller closes the pool."""
     catalog = ModelCatalog(pool, aliases=config.model.aliases)
-    service = MessagesService(catalog, config.limits)
+    service = MessagesService(catalog, config.limits, sampling=config.sampling)
     device = pool.model(pool.default).device.to_dict()
     app = create_app(service, config, engine=pool, device=device)
     host = config.server.host

@@ -27,6 +27,7 @@ __all__ = [
     "EngineSettings",
     "LimitSettings",
     "ModelSettings",
+    "SamplingSettings",
     "ServerSettings",
     "build_config",
     "env_overrides",
@@ -114,12 +115,26 @@ class EngineSettings(_Section):
     prefix_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 512 * 1024 * 1024
 
 
+class SamplingSettings(_Section):
+    """How a request that leaves sampling out is sampled: the API's own defaults unless configured.
+
+    The anthropic SDK 2.x has no sampling arguments and Claude Code sends none, so most requests
+    get these; a small local model often answers better cooler than the API's temperature 1.0.
+    """
+
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    # 0: no top-k cut.
+    top_k: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     model: ModelSettings = msgspec.field(default_factory=ModelSettings)
     device: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
+    sampling: SamplingSettings = msgspec.field(default_factory=SamplingSettings)
 
 
 _SECTIONS: dict[str, type[_Section]] = {
