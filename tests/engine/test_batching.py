@@ -118,6 +118,22 @@ def test_a_prefix_cache_hit_reads_the_shared_prefix_and_keeps_the_output(default
     assert (cold[0], warm[0], again[0]) == (uncached["first"], uncached["second"], uncached["first"])
 
 
+def test_prompts_resumed_from_different_prefixes_and_prefilled_together_keep_their_outputs(
+    default_model: LocalModel,
+) -> None:
+    """One prompt resumes after the whole cached system prompt, another after only the template's
+    opening; both are prefilled in one batch and answer as they do uncached."""
+    primer = _request(default_model, "What is the capital of France?")
+    long_hit = _request(default_model, "What is the capital of Italy?")
+    short_hit = _request(default_model, "Name a color.", system=None)
+    uncached = {"long": default_model.complete(long_hit).text, "short": default_model.complete(short_hit).text}
+    scheduler = default_model.scheduler(max_running=2, prefix_cache_bytes=256 * 1024 * 1024)
+    _run(scheduler, {"primer": primer})
+    together = _run(scheduler, {"long": long_hit, "short": short_hit})
+    assert together["long"][1].cache_read_tokens > together["short"][1].cache_read_tokens
+    assert {key: text for key, (text, _) in together.items()} == uncached
+
+
 def test_the_next_turn_reuses_the_previous_answer(default_model: LocalModel) -> None:
     scheduler = default_model.scheduler(prefix_cache_bytes=256 * 1024 * 1024)
     turn = _request(default_model, "What is the capital of France?", max_tokens=12)
