@@ -146,7 +146,9 @@ def test_requests_without_sampling_use_the_configured_defaults(service: Messages
     greedy = asyncio.run(service.create(_request(messages=FRANCE))).content
     cool = MessagesService(ModelCatalog(engine), sampling=SamplingSettings(temperature=0.0))
     narrow = MessagesService(ModelCatalog(engine), sampling=SamplingSettings(top_k=1))
-    no_sampling = msgspec.convert({"model": "claude-3-sonnet-20240229", "max_tokens": 16, "messages": FRANCE}, MessagesRequest)
+    no_sampling = msgspec.convert(
+        {"model": "claude-3-sonnet-20240229", "max_tokens": 16, "messages": FRANCE}, MessagesRequest
+    )
     assert asyncio.run(cool.create(no_sampling)).content == greedy
     hot_but_top_1 = msgspec.structs.replace(no_sampling, temperature=1.0)
     assert asyncio.run(narrow.create(hot_but_top_1)).content == greedy

@@ -69,7 +69,8 @@ def test_unreadable_or_malformed_files_are_config_errors(tmp_path: Path) -> None
 
 
 def test_sampling_defaults_are_the_apis_and_can_be_set_from_the_environment() -> None:
-    assert (build_config().sampling.temperature, build_config().sampling.top_p, build_config().sampling.top_k) == (1.0, 1.0, 0)
+    defaults = build_config().sampling
+    assert (defaults.temperature, defaults.top_p, defaults.top_k) == (1.0, 1.0, 0)
     env = env_overrides({"PENSIEVE_SAMPLING_TEMPERATURE": "0.3", "PENSIEVE_SAMPLING_TOP_K": "40"})
     sampling = build_config(env=env).sampling
     assert (sampling.temperature, sampling.top_p, sampling.top_k) == (0.3, 1.0, 40)

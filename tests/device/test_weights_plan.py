@@ -6,7 +6,15 @@ import msgspec
 import pytest
 
 from pensieve.core.config import DeviceSettings
-from pensieve.device import DTYPE_BYTES, DeviceInfo, DeviceReport, WeightLayout, compute_dtype, plan_device, plan_weights
+from pensieve.device import (
+    DTYPE_BYTES,
+    DeviceInfo,
+    DeviceReport,
+    WeightLayout,
+    compute_dtype,
+    plan_device,
+    plan_weights,
+)
 
 from .test_backend import CPU_BOX, CUDA_BOX, GIB, MAC
 

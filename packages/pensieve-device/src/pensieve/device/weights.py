@@ -54,9 +54,10 @@ def plan_weights(
     """The layout to load a model in on ``info``'s device.
 
     ``quantized_bytes`` and ``dense_bytes`` are the model's whole memory need in each layout
-    (see ``estimate_model_bytes``, with KV elements of the layout's ``compute_dtype``). ``auto``: GPUs keep the weights quantized (float16 compute,
-    the dtype of GGUF scales); the CPU dequantizes to float32 when an optimized BLAS is loaded
-    and the float32 model fits the memory budget, else keeps them quantized (float32 compute).
+    (see ``estimate_model_bytes``, with KV elements of the layout's ``compute_dtype``).
+    ``auto``: GPUs keep the weights quantized (float16 compute, the dtype of GGUF scales); the
+    CPU dequantizes to float32 when an optimized BLAS is loaded and the float32 model fits the
+    memory budget, else keeps them quantized (float32 compute).
     """
     gpu = info.backend != "cpu"
     quantized = WeightLayout(

@@ -2,10 +2,10 @@
 
 ``BatchScheduler`` decodes every running request as one batch: requests join and leave between
 steps, and newcomers' prompts are prefilled together, in chunks between decode steps, so a long
-prompt delays running streams by one chunk at a time rather than by its whole length. Before a prompt is
-prefilled, the longest already-computed prefix of it (a system prompt, tools, earlier turns) is
-taken from the prefix cache; prompts and finished answers go back into it, bounded in bytes with
-least-recently-used eviction.
+prompt delays running streams by one chunk at a time rather than by its whole length. Before a
+prompt is prefilled, the longest already-computed prefix of it (a system prompt, tools, earlier
+turns) is taken from the prefix cache; prompts and finished answers go back into it, bounded in
+bytes with least-recently-used eviction.
 
 The scheduler is synchronous and owns MLX state: create it and call it on one thread only
 (``pensieve.engine.Engine`` runs it on its generation thread).
@@ -293,7 +293,6 @@ class BatchScheduler:
 
     def _release(self, uid: int, key: Key) -> None:
         del self._running[uid]
-        self._prefilling.discard(uid)
         self._uids.pop(key, None)
 
 
