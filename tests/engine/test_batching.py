@@ -77,7 +77,9 @@ def _first_token_steps(
     return first_step
 
 
-def test_requests_arriving_together_are_prefilled_together_in_a_shared_chunk(default_model: LocalModel) -> None:
+def test_requests_arriving_together_are_prefilled_together_in_a_shared_chunk(
+    default_model: LocalModel,
+) -> None:
     """Four prompts share each step's 128-token chunk (32 tokens each): all four start answering
     on the same step, the one a single prompt of their length reaches with 32-token chunks."""
     questions = ["What is the capital of France?", "Say hello.", "Name a color.", "What is 2 + 2?"]
