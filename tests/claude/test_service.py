@@ -141,7 +141,9 @@ def test_models_list_pages_names(service: MessagesService, engine: Engine) -> No
         service.get_model("nope")
 
 
-def test_requests_without_sampling_use_the_configured_defaults(service: MessagesService, engine: Engine) -> None:
+def test_requests_without_sampling_use_the_configured_defaults(
+    service: MessagesService, engine: Engine
+) -> None:
     """Greedy text, once asked for (temperature 0), once reached through the defaults alone."""
     greedy = asyncio.run(service.create(_request(messages=FRANCE))).content
     cool = MessagesService(ModelCatalog(engine), sampling=SamplingSettings(temperature=0.0))

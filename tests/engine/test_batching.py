@@ -128,7 +128,10 @@ def test_prompts_resumed_from_different_prefixes_and_prefilled_together_keep_the
     primer = _request(default_model, "What is the capital of France?")
     long_hit = _request(default_model, "What is the capital of Italy?")
     short_hit = _request(default_model, "Name a color.", system=None)
-    uncached = {"long": default_model.complete(long_hit).text, "short": default_model.complete(short_hit).text}
+    uncached = {
+        "long": default_model.complete(long_hit).text,
+        "short": default_model.complete(short_hit).text,
+    }
     scheduler = default_model.scheduler(max_running=2, prefix_cache_bytes=256 * 1024 * 1024)
     _run(scheduler, {"primer": primer})
     together = _run(scheduler, {"long": long_hit, "short": short_hit})

@@ -63,7 +63,9 @@ def plan_weights(
     quantized = WeightLayout(
         kind="quantized", dtype=compute_dtype(info, "quantized"), required_bytes=quantized_bytes, reason=""
     )
-    dense = WeightLayout(kind="dense", dtype=compute_dtype(info, "dense"), required_bytes=dense_bytes, reason="")
+    dense = WeightLayout(
+        kind="dense", dtype=compute_dtype(info, "dense"), required_bytes=dense_bytes, reason=""
+    )
     if preference == "quantized":
         return msgspec.structs.replace(quantized, reason="quantized weights were requested")
     if preference == "dense":
