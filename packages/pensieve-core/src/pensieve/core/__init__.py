@@ -40,6 +40,7 @@ from pensieve.core.generation import (
     StopReason,
     TextDelta,
 )
+from pensieve.core.paths import default_cache_dir
 from pensieve.core.protocols import ChatTemplate, GenerationBackend, ModelInfo, TextModel, Tokenizer
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "Tokenizer",
     "UnsupportedModelError",
     "build_config",
+    "default_cache_dir",
     "env_overrides",
     "read_config_file",
 ]

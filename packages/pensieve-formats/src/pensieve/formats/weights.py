@@ -21,6 +21,7 @@ import mlx.core as mx
 import msgspec
 
 from pensieve.core.errors import ModelFileError
+from pensieve.core.paths import default_cache_dir
 from pensieve.formats._quant import CONVERTED_TYPES, QuantizedTensor, float_array, quantized_tensor
 from pensieve.formats.gguf_file import GGUFFile
 from pensieve.formats.layout import FLOAT_TYPES, stored_offset, tensor_name_map
@@ -45,17 +46,6 @@ class MLXWeights:
 
     parameters: dict[str, mx.array]
     quantization: dict[str, dict[str, int]]
-
-
-def default_cache_dir() -> Path:
-    """Where converted weights are cached: ``$PENSIEVE_CACHE_DIR``, else ``$XDG_CACHE_HOME/pensieve``,
-    else ``~/.cache/pensieve``."""
-    explicit = os.environ.get("PENSIEVE_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "pensieve"
 
 
 def load_weights(
