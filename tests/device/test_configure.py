@@ -107,4 +107,5 @@ def test_device_info_encodes_for_health() -> None:
         "blas_optimized",
         "weight_layout",
         "compute_dtype",
+        "cpu_kernels",
     }

@@ -9,6 +9,7 @@ def test_all_is_exactly_the_public_api() -> None:
     assert sorted(device.__all__) == [
         "Backend",
         "BlasLibrary",
+        "CpuKernels",
         "DTYPE_BYTES",
         "DeviceInfo",
         "DeviceReport",
@@ -16,6 +17,8 @@ def test_all_is_exactly_the_public_api() -> None:
         "check_model_fits",
         "compute_dtype",
         "configure_device",
+        "cpu_kernels",
+        "cpu_kernels_for",
         "estimate_model_bytes",
         "format_bytes",
         "load_blas",

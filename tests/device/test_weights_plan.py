@@ -91,3 +91,31 @@ def test_the_compute_dtype_and_so_the_kv_cache_dtype_of_each_layout() -> None:
     assert compute_dtype(_info(MAC), "dense") == "float32"
     assert compute_dtype(_info(CPU_BOX), "quantized") == "float32"
     assert [DTYPE_BYTES[compute_dtype(_info(MKL_BOX), kind)] for kind in ("quantized", "dense")] == [4, 4]
+
+
+HYBRID = DENSE + QUANTIZED
+
+
+def test_cpu_with_kernels_and_an_optimized_blas_holds_both_layouts() -> None:
+    layout = _plan(_info(MKL_BOX), hybrid_bytes=HYBRID)
+    assert (layout.kind, layout.dtype, layout.required_bytes) == ("hybrid", "float32", HYBRID)
+    assert "kernels" in layout.reason and "mkl 2026.2.0" in layout.reason
+
+
+def test_hybrid_over_the_budget_falls_back_to_dense_and_says_why() -> None:
+    layout = _plan(_info(MKL_BOX, memory_limit_bytes=HYBRID - 1), hybrid_bytes=HYBRID)
+    assert (layout.kind, layout.required_bytes) == ("dense", DENSE)
+    assert "over the budget" in layout.reason
+    assert _plan(_info(MKL_BOX, memory_limit_bytes=HYBRID), hybrid_bytes=HYBRID).kind == "hybrid"
+
+
+def test_kernels_never_change_a_gpu_or_reference_blas_choice() -> None:
+    assert _plan(_info(MAC), hybrid_bytes=HYBRID).kind == "quantized"
+    assert _plan(_info(CPU_BOX), hybrid_bytes=HYBRID).kind == "quantized"
+
+
+def test_hybrid_requested_without_kernels_loads_dense() -> None:
+    layout = _plan(_info(MKL_BOX), preference="hybrid")
+    assert layout.kind == "dense"
+    assert "not available" in layout.reason
+    assert _plan(_info(MKL_BOX), preference="hybrid", hybrid_bytes=HYBRID).kind == "hybrid"

@@ -1,4 +1,5 @@
-"""Pensieve device: which MLX backend runs the model, how much memory it may use, and whether a model fits.
+"""Pensieve device: which MLX backend runs the model, how much memory it may use, whether a model
+fits, and Pensieve's own CPU kernels.
 
 Importing this package loads an optimized BLAS for MLX's CPU backend (see ``pensieve.device.blas``);
 import it before anything imports mlx.
@@ -10,6 +11,7 @@ load_blas()
 
 from pensieve.device.backend import Backend, select_backend
 from pensieve.device.configure import DeviceInfo, configure_device, plan_device
+from pensieve.device.kernels import CpuKernels, cpu_kernels, cpu_kernels_for
 from pensieve.device.memory import check_model_fits, estimate_model_bytes, format_bytes
 from pensieve.device.probe import DeviceReport, probe_device
 from pensieve.device.weights import DTYPE_BYTES, WeightLayout, compute_dtype, plan_weights
@@ -17,6 +19,7 @@ from pensieve.device.weights import DTYPE_BYTES, WeightLayout, compute_dtype, pl
 __all__ = [
     "Backend",
     "BlasLibrary",
+    "CpuKernels",
     "DTYPE_BYTES",
     "DeviceInfo",
     "DeviceReport",
@@ -24,6 +27,8 @@ __all__ = [
     "check_model_fits",
     "compute_dtype",
     "configure_device",
+    "cpu_kernels",
+    "cpu_kernels_for",
     "estimate_model_bytes",
     "format_bytes",
     "load_blas",

@@ -30,9 +30,11 @@ class DeviceInfo(msgspec.Struct, frozen=True, kw_only=True):
     """The BLAS behind MLX's CPU matmuls: ``mkl 2026.2.0``, ``openblas``, ``accelerate``, ``reference``…"""
     blas_optimized: bool
     weight_layout: str | None = None
-    """``quantized`` or ``dense`` once a model is loaded (see ``plan_weights``)."""
+    """``quantized``, ``dense`` or ``hybrid`` once a model is loaded (see ``plan_weights``)."""
     compute_dtype: str | None = None
     """``float32`` or ``float16`` once a model is loaded."""
+    cpu_kernels: str | None = None
+    """Pensieve's CPU kernels the loaded model runs on (``avx2 quantized matmul``), if any."""
 
     def to_dict(self) -> dict[str, Any]:
         return msgspec.structs.asdict(self)
