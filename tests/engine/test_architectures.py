@@ -22,6 +22,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from pensieve.core import DeviceSettings
 from pensieve.core.errors import UnsupportedModelError
+from pensieve.device import cpu_kernels
 from pensieve.engine import IncrementalDecoder, load_model, model_args
 from pensieve.formats import gemma3_270m_path, open_gguf
 from tests.support.gguf_factory import GEMMA_TEMPLATE, TinyLlamaConfig, write_tiny_gguf
@@ -93,11 +94,13 @@ def test_incremental_decode_matches_reference(tmp_path: Path, name: str) -> None
     np.testing.assert_allclose(np.stack(stepwise), reference_logits(path, TOKENS), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("layout", ["quantized", "dense"])
+@pytest.mark.parametrize("layout", ["quantized", "dense", "hybrid"])
 @pytest.mark.parametrize("name", ["qwen2", "gemma3"])
 def test_quantized_weights_match_numpy_reference(
-    tmp_path: Path, name: str, layout: Literal["quantized", "dense"]
+    tmp_path: Path, name: str, layout: Literal["quantized", "dense", "hybrid"]
 ) -> None:
+    if layout == "hybrid" and cpu_kernels() is None:
+        pytest.skip("Pensieve's CPU kernels are not available on this machine")
     options = {**ARCHITECTURES[name], "default_type": Q.Q8_0, "tensor_types": {"blk.0.attn_q.weight": Q.Q4_0}}
     path = write_tiny_gguf(tmp_path / f"{name}.gguf", **options)
     model = load_model(path, device=CPU, cache_dir=tmp_path / "cache", weight_layout=layout)

@@ -1,4 +1,8 @@
-"""The CPU fast path (dense float32 weights on an optimized BLAS) against the reference paths.
+"""The CPU fast path against the reference paths.
+
+The fast path is the hybrid layout where Pensieve's CPU kernels are available (decode steps on the
+quantized weights through the kernel, prompts on dense float32 weights through the optimized
+BLAS), else the dense layout alone.
 
 References: the same model kept quantized (MLX's own quantized kernels, what raw mlx-lm runs),
 and the dense model on mlx's bundled netlib BLAS in a child process (``PENSIEVE_BLAS=reference``).
@@ -19,7 +23,7 @@ import pytest
 from mlx_lm.models.cache import KVCache
 
 from pensieve.core import DeviceSettings
-from pensieve.device import load_blas
+from pensieve.device import cpu_kernels, load_blas
 from pensieve.engine import LocalModel, load_model
 from pensieve.engine.model import plan_layout
 from pensieve.formats import default_model_path, open_gguf
@@ -45,6 +49,12 @@ def restore_mlx_limits() -> Iterator[None]:
     mx.set_cache_limit(cache)
 
 
+def _fast_layout() -> str:
+    if not load_blas().optimized:
+        return "quantized"
+    return "hybrid" if cpu_kernels() is not None else "dense"
+
+
 def _prompt(model: LocalModel, text: str) -> list[int]:
     return model.tokenizer.encode(model.chat_template.render([{"role": "user", "content": text}]))
 
@@ -57,8 +67,7 @@ def test_the_default_cpu_layout_follows_the_blas(default_model: LocalModel) -> N
     device = default_model.device
     if device.backend != "cpu":
         pytest.skip("this machine runs on a GPU")
-    expected = "dense" if load_blas().optimized else "quantized"
-    assert (device.weight_layout, device.compute_dtype) == (expected, "float32")
+    assert (device.weight_layout, device.compute_dtype) == (_fast_layout(), "float32")
     assert device.blas == load_blas().name
 
 
@@ -86,9 +95,9 @@ def test_fast_path_greedy_answers_equal_the_quantized_path(
 
 
 def test_optimized_blas_logits_match_the_reference_blas(default_model: LocalModel, tmp_path: Path) -> None:
-    if default_model.device.weight_layout != "dense" or not load_blas().optimized:
-        pytest.skip("the dense layout on an optimized BLAS is not in use here")
-    tokens = _prompt(default_model, PROMPTS[0])
+    if default_model.device.weight_layout not in ("dense", "hybrid") or not load_blas().optimized:
+        pytest.skip("dense weights on an optimized BLAS are not in use here")
+    tokens = _prompt(default_model, PROMPTS[0])  # a prompt: BLAS multiplies it in both layouts
     out = tmp_path / "reference.npy"
     code = (
         "import sys, numpy as np\n"
@@ -120,7 +129,7 @@ def test_peak_memory_of_the_cpu_path_stays_within_the_budget() -> None:
         [sys.executable, "-c", code], check=True, timeout=600, capture_output=True, text=True
     )
     layout, reported_budget, peak = result.stdout.split()
-    assert layout == ("dense" if load_blas().optimized else "quantized")
+    assert layout == _fast_layout()
     assert int(reported_budget) == budget
     assert int(peak) <= budget
 

@@ -16,7 +16,7 @@ from pensieve.claude import MessagesService, ModelCatalog
 from pensieve.cli.pidfile import PidFile, pid_path
 from pensieve.cli.settings import load_config, location_options
 from pensieve.core.config import Config
-from pensieve.device import format_bytes
+from pensieve.device import cpu_kernels_for, format_bytes
 from pensieve.server import bind_socket, create_app, require_safe_bind, serve
 
 if TYPE_CHECKING:
@@ -96,6 +96,8 @@ def _load(config: Config) -> ModelPool:
     pool = ModelPool.from_config(config)
     try:
         ModelCatalog(pool, aliases=config.model.aliases)  # alias mistakes surface before the load
+        with console.status("Preparing CPU kernels (compiled once, on the first start: about a minute)..."):
+            cpu_kernels_for(config.device, pool.device)
         with console.status(f"Loading model {pool.default}..."):
             pool.load(pool.default)
         return pool
@@ -127,7 +129,8 @@ def _describe(pool: ModelPool) -> None:
         f"Device: {device.backend} ({device.name}), memory budget {format_bytes(device.memory_budget_bytes)}"
         f" of {format_bytes(device.total_memory_bytes)}, MLX {device.mlx_version}"
     )
-    click.echo(f"Weights: {device.weight_layout} {device.compute_dtype}, BLAS {device.blas}")
+    kernels = f", CPU kernels: {device.cpu_kernels}" if device.cpu_kernels else ""
+    click.echo(f"Weights: {device.weight_layout} {device.compute_dtype}, BLAS {device.blas}{kernels}")
     others = [name for name in pool.names() if name != pool.default]
     click.echo(f"Also available (loaded on first request): {', '.join(others) or 'none'}")
 

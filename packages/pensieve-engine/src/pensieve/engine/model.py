@@ -36,6 +36,7 @@ from pensieve.device import (
     check_model_fits,
     compute_dtype,
     configure_device,
+    cpu_kernels_for,
     estimate_model_bytes,
     plan_device,
     plan_weights,
@@ -44,13 +45,15 @@ from pensieve.device import (
 from pensieve.engine.batching import BatchScheduler
 from pensieve.engine.build import build_model
 from pensieve.engine.constraint import ConstraintCompiler
+from pensieve.engine.hybrid import use_cpu_kernels
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
-__all__ = ["Completion", "LocalModel", "load_model", "plan_layout"]
+__all__ = ["Completion", "Layout", "LocalModel", "load_model", "plan_layout"]
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
+Layout = Literal["auto", "quantized", "dense", "hybrid"]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
 
@@ -210,13 +213,18 @@ def plan_layout(
     device: DeviceInfo,
     *,
     context_length: int,
-    preference: Literal["auto", "quantized", "dense"] = "auto",
+    preference: Layout = "auto",
+    kernels: bool = False,
 ) -> WeightLayout:
     """How ``load_model`` holds ``gguf``'s weights on ``device``, with the memory that needs
-    (weights plus a ``context_length`` KV cache in the layout's compute dtype, and activations)."""
+    (weights plus a ``context_length`` KV cache in the layout's compute dtype, and activations).
+
+    ``kernels``: Pensieve's CPU kernels are available, so the hybrid layout is an option for a
+    quantized model.
+    """
     spec = gguf.spec
 
-    def required(weight_bytes: int, kind: Literal["quantized", "dense"]) -> int:
+    def required(weight_bytes: int, kind: Literal["quantized", "dense", "hybrid"]) -> int:
         return estimate_model_bytes(
             weight_bytes=weight_bytes,
             context_length=context_length,
@@ -227,10 +235,14 @@ def plan_layout(
         )
 
     dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
+    # The file's quantized tensors stand in for MLX's affine copy of them (a little smaller: GGUF
+    # scales are float16, the hybrid layout's are float32).
+    hybrid = kernels and gguf.quantized and device.backend == "cpu"
     return plan_weights(
         device,
         quantized_bytes=required(gguf.tensor_bytes, "quantized"),
         dense_bytes=required(dense_bytes, "dense"),
+        hybrid_bytes=required(dense_bytes + gguf.tensor_bytes, "hybrid") if hybrid else None,
         preference=preference,
     )
 
@@ -243,14 +255,14 @@ def load_model(
     context_length: int | None = None,
     cache_dir: str | Path | None = None,
     progress: ProgressCallback | None = None,
-    weight_layout: Literal["auto", "quantized", "dense"] = "auto",
+    weight_layout: Layout = "auto",
 ) -> LocalModel:
     """Load a GGUF model (default: the embedded SmolLM2-135M-Instruct) onto the chosen device.
 
-    The device layer picks how the weights are held (``plan_weights``: quantized on a GPU,
-    dequantized float32 on a CPU with an optimized BLAS when it fits); ``weight_layout`` overrides
-    that choice. Refuses, before reading the weights, a model whose weights plus full-context KV
-    cache do not fit the device's memory budget.
+    The device layer picks how the weights are held (``plan_weights``: quantized on a GPU; on a
+    CPU with an optimized BLAS, hybrid when Pensieve's CPU kernels are available, else dequantized
+    float32, when it fits); ``weight_layout`` overrides that choice. Refuses, before reading the
+    weights, a model whose weights plus full-context KV cache do not fit the device's memory budget.
     """
     report = progress or (lambda _stage: None)
     settings = device or DeviceSettings()
@@ -260,7 +272,10 @@ def load_model(
     gguf = open_gguf(path if path is not None else default_model_path())
     spec = gguf.spec
     context = min(context_length or spec.context_length, spec.context_length)
-    layout = plan_layout(gguf, planned, context_length=context, preference=weight_layout)
+    kernels = cpu_kernels_for(settings, planned)
+    layout = plan_layout(
+        gguf, planned, context_length=context, preference=weight_layout, kernels=kernels is not None
+    )
     logger.info("weights: %s %s (%s)", layout.kind, layout.dtype, layout.reason)
     check_model_fits(layout.required_bytes, planned, what=Path(gguf.path).name)
     device_info = configure_device(settings, machine)  # only a model that fits changes MLX's limits
@@ -268,10 +283,17 @@ def load_model(
     weights = load_weights(
         gguf,
         cache_dir=cache_dir if cache_dir is not None else settings.cache_dir,
-        dequantize=layout.kind == "dense",
+        dequantize=layout.kind == "dense",  # the hybrid layout dequantizes a copy layer by layer
         dtype=getattr(mx, layout.dtype),
     )
     report("building model")
     module = build_model(gguf, weights)
-    device_info = msgspec.structs.replace(device_info, weight_layout=layout.kind, compute_dtype=layout.dtype)
+    if layout.kind == "hybrid" and kernels is not None:
+        use_cpu_kernels(module, kernels)
+    device_info = msgspec.structs.replace(
+        device_info,
+        weight_layout=layout.kind,
+        compute_dtype=layout.dtype,
+        cpu_kernels=kernels.description if layout.kind == "hybrid" and kernels is not None else None,
+    )
     return LocalModel(gguf, module, device_info, model_id=model_id, context_length=context)

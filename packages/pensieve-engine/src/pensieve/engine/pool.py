@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlx.core as mx
 import msgspec
@@ -36,13 +36,15 @@ from pensieve.core.errors import ModelFileError, NotFoundError, OverloadedError
 from pensieve.core.generation import GenerationEvent, GenerationRequest
 from pensieve.core.protocols import ModelInfo
 from pensieve.device import (
+    DeviceInfo,
     WeightLayout,
     check_model_fits,
+    cpu_kernels_for,
     format_bytes,
     plan_device,
     probe_device,
 )
-from pensieve.engine.model import LocalModel, load_model, plan_layout
+from pensieve.engine.model import Layout, LocalModel, load_model, plan_layout
 from pensieve.engine.serving import Engine
 from pensieve.engine.threads import join_mlx_thread
 from pensieve.formats import (
@@ -57,9 +59,6 @@ from pensieve.formats import (
 __all__ = ["LoadedModel", "ModelPool", "PooledEngine"]
 
 logger = logging.getLogger(__name__)
-
-Layout = Literal["auto", "quantized", "dense"]
-
 
 class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
     """A loaded model as ``/api/ps`` reports it."""
@@ -289,6 +288,11 @@ class ModelPool:
         return self._default
 
     @property
+    def device(self) -> DeviceInfo:
+        """The device the models load onto (before any is loaded: no weight layout yet)."""
+        return self._device
+
+    @property
     def budget_bytes(self) -> int:
         return self._device.memory_budget_bytes
 
@@ -421,7 +425,10 @@ class ModelPool:
         """The layout ``load_model`` will choose for ``file``, with its memory need."""
         gguf = open_gguf(file.path)
         context = min(self._context_length or gguf.spec.context_length, gguf.spec.context_length)
-        return plan_layout(gguf, self._device, context_length=context, preference=self._layout)
+        kernels = cpu_kernels_for(self._settings, self._device) is not None
+        return plan_layout(
+            gguf, self._device, context_length=context, preference=self._layout, kernels=kernels
+        )
 
     def _load(self, file: ModelFile, plan: WeightLayout) -> tuple[LocalModel, Engine]:
         """On the worker thread: load in the planned layout (so the reservation holds) and serve it."""

@@ -17,7 +17,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from pensieve.core.errors import ModelFileError, UnsupportedModelError
 from pensieve.formats._reader import Header, RawTensor, read_header
 from pensieve.formats.chat_template import JinjaChatTemplate, chat_template_from_metadata
-from pensieve.formats.layout import check_layout
+from pensieve.formats.layout import FLOAT_TYPES, check_layout
 from pensieve.formats.spec import ModelSpec, build_spec
 from pensieve.formats.tokenizer import SUPPORTED_TOKENIZER_MODELS, GGUFTokenizer, build_tokenizer
 
@@ -91,6 +91,11 @@ class GGUFFile:
     def tensor_bytes(self) -> int:
         """Bytes of tensor data in the file (the weights' size as stored)."""
         return sum(t.n_bytes for t in self._tensors)
+
+    @property
+    def quantized(self) -> bool:
+        """Whether any tensor is stored quantized (it loads as MLX's affine quantized layout)."""
+        return any(t.ggml_type not in FLOAT_TYPES for t in self._tensors)
 
     def tensor_type(self, name: str) -> GGMLQuantizationType:
         return self._raw_tensor(name).ggml_type
