@@ -55,11 +55,21 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[_Request], target: type[_
         raw = _decode_untyped(body)
         raise InvalidRequestError(describe_validation_error(exc, raw, target)) from exc
     except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
+        raise _not_json(body, exc) from exc
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"request body is not valid UTF-8: {exc.reason}") from exc
     except RecursionError as exc:
         raise _too_deep() from exc
+
+
+def _not_json(body: bytes, exc: msgspec.DecodeError) -> InvalidRequestError:
+    # msgspec before 0.23 raised UnicodeDecodeError for invalid UTF-8, later a DecodeError: name
+    # the encoding problem the same way whichever it is.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as invalid:
+        return InvalidRequestError(f"request body is not valid UTF-8: {invalid.reason}")
+    return InvalidRequestError(f"request body is not valid JSON: {exc}")
 
 
 def _too_deep() -> InvalidRequestError:
@@ -70,7 +80,7 @@ def _decode_untyped(body: bytes) -> Any:
     try:
         return msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from exc
+        raise _not_json(body, exc) from exc
     except UnicodeDecodeError as exc:
         raise InvalidRequestError(f"request body is not valid UTF-8: {exc.reason}") from exc
     except RecursionError as exc:
