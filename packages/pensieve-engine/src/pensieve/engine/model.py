@@ -31,6 +31,7 @@ from pensieve.core.generation import (
 from pensieve.core.protocols import ModelInfo
 from pensieve.device import (
     DTYPE_BYTES,
+    CpuKernels,
     DeviceInfo,
     WeightLayout,
     check_model_fits,
@@ -48,7 +49,7 @@ from pensieve.engine.constraint import ConstraintCompiler
 from pensieve.engine.hybrid import use_cpu_kernels
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
-__all__ = ["Completion", "Layout", "LocalModel", "load_model", "plan_layout"]
+__all__ = ["Completion", "Layout", "LocalModel", "layout_kernels", "load_model", "plan_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,12 @@ class LocalModel:
         return self.complete(request)
 
 
+def layout_kernels(settings: DeviceSettings, device: DeviceInfo, preference: Layout) -> CpuKernels | None:
+    """Pensieve's CPU kernels when ``preference`` may pick the hybrid layout on ``device`` (built
+    on first use), else None, so an explicit quantized or dense load never builds them."""
+    return cpu_kernels_for(settings, device) if preference in ("auto", "hybrid") else None
+
+
 def plan_layout(
     gguf: GGUFFile,
     device: DeviceInfo,
@@ -272,7 +279,7 @@ def load_model(
     gguf = open_gguf(path if path is not None else default_model_path())
     spec = gguf.spec
     context = min(context_length or spec.context_length, spec.context_length)
-    kernels = cpu_kernels_for(settings, planned)
+    kernels = layout_kernels(settings, planned, weight_layout)
     layout = plan_layout(
         gguf, planned, context_length=context, preference=weight_layout, kernels=kernels is not None
     )

@@ -39,12 +39,11 @@ from pensieve.device import (
     DeviceInfo,
     WeightLayout,
     check_model_fits,
-    cpu_kernels_for,
     format_bytes,
     plan_device,
     probe_device,
 )
-from pensieve.engine.model import Layout, LocalModel, load_model, plan_layout
+from pensieve.engine.model import Layout, LocalModel, layout_kernels, load_model, plan_layout
 from pensieve.engine.serving import Engine
 from pensieve.engine.threads import join_mlx_thread
 from pensieve.formats import (
@@ -425,7 +424,7 @@ class ModelPool:
         """The layout ``load_model`` will choose for ``file``, with its memory need."""
         gguf = open_gguf(file.path)
         context = min(self._context_length or gguf.spec.context_length, gguf.spec.context_length)
-        kernels = cpu_kernels_for(self._settings, self._device) is not None
+        kernels = layout_kernels(self._settings, self._device, self._layout) is not None
         return plan_layout(
             gguf, self._device, context_length=context, preference=self._layout, kernels=kernels
         )
