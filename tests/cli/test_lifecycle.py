@@ -99,7 +99,8 @@ def test_start_status_stop(started: tuple[Server, int], env: dict[str, str], tmp
     weights = next(line for line in server.output if line.startswith("Weights: "))
     kernels = cpu_kernels()
     if kernels is not None:  # the server built its own in its fresh cache: a real first start
-        assert weights.startswith("Weights: hybrid float32") and f"CPU kernels: {kernels.description}" in weights
+        assert weights.startswith("Weights: hybrid float32")
+        assert f"CPU kernels: {kernels.description}" in weights
     assert f"Server started successfully on 127.0.0.1:{port}" in server.output
     pid_file = tmp_path / "cache" / "pensieve" / f"pensieve-{port}.pid"
     assert pid_file.read_text().strip() == str(server.process.pid)

@@ -29,7 +29,9 @@ def kernels() -> CpuKernels:
 
 def _quantized_model(bits: int, group_size: int) -> nn.Module:
     mx.random.seed(7)
-    model = nn.Sequential(nn.Embedding(96, 128), nn.Linear(128, 128, bias=True), nn.Linear(128, 72, bias=False))
+    model = nn.Sequential(
+        nn.Embedding(96, 128), nn.Linear(128, 128, bias=True), nn.Linear(128, 72, bias=False)
+    )
     nn.quantize(model, group_size=group_size, bits=bits)
     mx.eval(model.parameters())
     return model

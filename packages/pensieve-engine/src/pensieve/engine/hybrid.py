@@ -33,7 +33,8 @@ class _HybridWeights(nn.Module):
         ).astype(mx.float32)
         mx.eval(self.dense)  # one layer at a time: peak memory stays near the final size
         self._kernels = kernels
-        self._kernel_rows = KERNEL_MAX_ROWS if kernels.supports(group_size=self.group_size, bits=self.bits) else 0
+        supported = kernels.supports(group_size=self.group_size, bits=self.bits)
+        self._kernel_rows = KERNEL_MAX_ROWS if supported else 0
         self.freeze()
 
     def _matmul(self, x: mx.array) -> mx.array:

@@ -49,7 +49,14 @@ from pensieve.engine.constraint import ConstraintCompiler
 from pensieve.engine.hybrid import use_cpu_kernels
 from pensieve.formats import GGUFFile, GGUFTokenizer, JinjaChatTemplate, default_model_path, load_weights, open_gguf
 
-__all__ = ["Completion", "Layout", "LocalModel", "layout_kernels", "load_model", "plan_layout"]
+__all__ = [
+    "Completion",
+    "Layout",
+    "LocalModel",
+    "layout_kernels",
+    "load_model",
+    "plan_layout",
+]
 
 logger = logging.getLogger(__name__)
 
