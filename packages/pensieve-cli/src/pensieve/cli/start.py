@@ -96,7 +96,7 @@ def _load(config: Config) -> ModelPool:
     pool = ModelPool.from_config(config)
     try:
         ModelCatalog(pool, aliases=config.model.aliases)  # alias mistakes surface before the load
-        with console.status("Preparing CPU kernels (compiled once, on the first start: about a minute)..."):
+        with console.status("Preparing CPU kernels (compiled on the first start only, ~15 s)..."):
             cpu_kernels_for(config.device, pool.device)
         with console.status(f"Loading model {pool.default}..."):
             pool.load(pool.default)

@@ -102,7 +102,8 @@ class DeviceSettings(_Section):
     memory_limit_bytes: Positive | None = None
     cache_limit_bytes: Annotated[int, msgspec.Meta(ge=0)] | None = None
     cache_dir: str | None = None
-    # Pensieve's AVX2 quantized-matmul kernels on x86-64 Linux CPUs (built once into cache_dir).
+    # Pensieve's AVX2 quantized-matmul kernels on x86-64 Linux CPUs (built once, in the user's
+    # cache: ~/.cache/pensieve/kernels, whatever cache_dir says).
     cpu_kernels: bool = True
 
 

@@ -302,12 +302,13 @@ def load_model(
     )
     report("building model")
     module = build_model(gguf, weights)
-    if layout.kind == "hybrid" and kernels is not None:
-        use_cpu_kernels(module, kernels)
+    in_use = kernels if layout.kind == "hybrid" else None  # planned only when kernels were given
+    if in_use is not None:
+        use_cpu_kernels(module, in_use)
     device_info = msgspec.structs.replace(
         device_info,
         weight_layout=layout.kind,
         compute_dtype=layout.dtype,
-        cpu_kernels=kernels.description if layout.kind == "hybrid" and kernels is not None else None,
+        cpu_kernels=in_use.description if in_use is not None else None,
     )
     return LocalModel(gguf, module, device_info, model_id=model_id, context_length=context)

@@ -59,6 +59,7 @@ __all__ = ["LoadedModel", "ModelPool", "PooledEngine"]
 
 logger = logging.getLogger(__name__)
 
+
 class LoadedModel(msgspec.Struct, frozen=True, kw_only=True):
     """A loaded model as ``/api/ps`` reports it."""
 
