@@ -3,8 +3,9 @@
 Contenders, each in its own worker process (so each gets its own BLAS), timed in interleaved
 rounds so that drift in machine load hits all alike:
 
-- ``pensieve``: ``LocalModel.generate`` on the layout the device layer picks (on a Linux CPU:
-  dequantized float32 weights on oneMKL), with our detokenizer, stop matching and events.
+- ``pensieve``: ``LocalModel.generate`` on the layout the device layer picks (on a Linux x86-64
+  CPU: hybrid, decode on Pensieve's AVX2 kernel over the 4-bit weights, prompts on dense float32
+  weights on oneMKL), with our detokenizer, stop matching and events.
 - ``mlx_lm``: mlx-lm's ``stream_generate`` on the quantized module, as stock mlx-lm runs it
   (the file's dtypes, mlx's own reference BLAS).
 - ``llama_cpp``: llama-cpp-python, when an interpreter with it is found (``--llama-python``, or
@@ -192,7 +193,9 @@ def _copy_bandwidth() -> float:
 
 
 def _weight_bytes_per_token(gguf: Any, dense: bool) -> int:
-    """Weight bytes a decode step reads: every matrix once; an untied embedding is only looked up."""
+    """Weight bytes a decode step reads: every matrix once; an untied embedding is only looked up.
+
+    Quantized and hybrid layouts read the file's bytes (the hybrid's dense copy serves prompts)."""
     import math
 
     untied = any(t.name == "output.weight" for t in gguf.tensors)
