@@ -1,5 +1,6 @@
-"""pensieve.device.kernels: the compiled quantized matmul agrees with ``mx.quantized_matmul``, hands
-what it does not support back to MLX, and is built once per cache directory, even by racing processes.
+"""pensieve.device.kernels: the compiled quantized matmul agrees with ``mx.quantized_matmul`` in both
+of its weight layouts and with each instruction set, hands what it does not support back to MLX,
+and is built once per cache directory, even by racing processes.
 
 The session builds the kernels once into a temporary cache (a cold build takes ~15 s on 2 cores).
 """
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,14 +91,31 @@ def _reference(
     return mx.quantized_matmul(x, w, scales, biases, transpose=True, group_size=group_size, bits=bits)
 
 
-def _cpu_has_avx2_fma() -> bool:
-    flags = Path("/proc/cpuinfo").read_text().split()
-    return "avx2" in flags and "fma" in flags
+def _cpu_simd() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    if not {"avx2", "fma"} <= flags:
+        return "scalar"
+    return "avx512" if {"avx512f", "avx512vl"} <= flags else "avx2"
+
+
+# The instruction sets below this CPU's best, which tests switch to through the module's hook.
+LOWER_SIMD = {"avx512": ["avx2", "scalar"], "avx2": ["scalar"], "scalar": []}[_cpu_simd()] if _buildable() else []
+
+
+@contextmanager
+def simd_capped(kernels: CpuKernels, level: str) -> Iterator[None]:
+    """Run the kernels of a lower instruction set, as a CPU without the better ones would."""
+    kernels._module.use_simd(level)
+    try:
+        assert kernels._module.simd() == level
+        yield
+    finally:
+        kernels._module.use_simd("avx512")
 
 
 def test_it_reports_the_kernel_it_runs(kernels: CpuKernels) -> None:
-    assert kernels.simd == ("avx2" if _cpu_has_avx2_fma() else "scalar")
-    assert kernels.description == f"{kernels.simd} quantized matmul"
+    assert kernels.simd == _cpu_simd()
+    assert kernels.description == f"{kernels.simd} quantized matmul, decode attention"
     assert kernels.path.is_file()
 
 
@@ -116,6 +135,49 @@ def test_matches_mlx(kernels: CpuKernels, bits: int, group_size: int, rows: int,
     _assert_close(got, _reference(x, w, scales, biases, group_size, bits))
 
 
+@pytest.mark.parametrize("n", [6, 1001])
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 13, 16])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_prepared_weights_match_mlx(kernels: CpuKernels, bits: int, group_size: int, rows: int, n: int) -> None:
+    """One row reads MLX's layout, more rows the packed copy (N=1001 leaves a partial last tile)."""
+    k = K_FOR_GROUP[group_size]
+    w, scales, biases = _quantized(n, k, group_size, bits)
+    prepared = kernels.prepare(w, scales, biases, group_size=group_size, bits=bits)
+    x = _x((rows, k))
+    _assert_close(prepared.matmul(x), _reference(x, w, scales, biases, group_size, bits))
+
+
+@pytest.mark.parametrize("level", LOWER_SIMD)
+@pytest.mark.parametrize("rows", [2, 8, 11])
+def test_prepared_weights_match_mlx_with_each_instruction_set(kernels: CpuKernels, level: str, rows: int) -> None:
+    w, scales, biases = _quantized(1001, 448, 64, 4)
+    prepared = kernels.prepare(w, scales, biases, group_size=64, bits=4)
+    x = _x((rows, 448))
+    with simd_capped(kernels, level):
+        got = prepared.matmul(x)
+        mx.eval(got)
+    _assert_close(got, _reference(x, w, scales, biases, 64, 4))
+
+
+def test_the_packed_copy_interleaves_eight_columns(kernels: CpuKernels) -> None:
+    w, scales, biases = _quantized(13, 256, 64, 4)
+    prepared = kernels.prepare(w, scales, biases, group_size=64, bits=4)
+    packed_w, packed_scales, _ = prepared.packed
+    assert packed_w.shape == (2, 32, 8) and packed_scales.shape == (2, 4, 8)
+    assert mx.array_equal(packed_w[1, :, 4], w[12]).item()  # column 12: tile 1, lane 4
+    assert mx.array_equal(packed_scales[1, :, 5:], mx.zeros((4, 3))).item()  # past column 13: zero
+    assert prepared.nbytes == sum(a.nbytes for a in prepared.packed)
+
+
+def test_prepared_weights_fall_back_to_mlx_for_float16_x(kernels: CpuKernels) -> None:
+    w, scales, biases = _quantized(70, 384, 64, 4)
+    prepared = kernels.prepare(w, scales, biases, group_size=64, bits=4)
+    for rows in (1, 4):
+        x = _x((rows, 384)).astype(mx.float16)
+        assert mx.array_equal(prepared.matmul(x), _reference(x, w, scales, biases, 64, 4)).item()
+
+
 def test_matches_mlx_for_3d_x(kernels: CpuKernels) -> None:
     w, scales, biases = _quantized(70, 384, 64, 4)
     x = _x((2, 5, 384))
@@ -130,16 +192,14 @@ def test_the_scalar_kernel_matches_mlx(kernels: CpuKernels, bits: int, group_siz
     """The path CPUs without AVX2/FMA take, forced on through the module's testing hook."""
     k = K_FOR_GROUP[group_size]
     w, scales, biases = _quantized(1001, k, group_size, bits)
+    prepared = kernels.prepare(w, scales, biases, group_size=group_size, bits=bits)
     x = _x((rows, k))
-    module = kernels._module
-    module.use_simd(False)
-    try:
-        assert module.simd() == "scalar"
+    with simd_capped(kernels, "scalar"):
         got = kernels.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits)
-        mx.eval(got)
-    finally:
-        module.use_simd(True)
+        packed = prepared.matmul(x)
+        mx.eval(got, packed)
     _assert_close(got, _reference(x, w, scales, biases, group_size, bits))
+    _assert_close(packed, _reference(x, w, scales, biases, group_size, bits))
 
 
 def test_non_contiguous_inputs(kernels: CpuKernels) -> None:

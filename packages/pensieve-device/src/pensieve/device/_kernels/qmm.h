@@ -24,16 +24,30 @@ mx::array quantized_matmul(
     int bits,
     mx::StreamOrDevice s = {});
 
-// The kernel quantized_matmul runs on this CPU: "avx2" or "scalar".
+// The same product on weights in the packed layout (qmm_kernel.h): w [ceil(n / 8), k * bits / 32, 8],
+// scales and biases [ceil(n / 8), k / group_size, 8]; the output has n columns.
+mx::array packed_quantized_matmul(
+    const mx::array& x,
+    const mx::array& w,
+    const mx::array& scales,
+    const mx::array& biases,
+    int n,
+    int group_size,
+    int bits,
+    mx::StreamOrDevice s = {});
+
+// The instruction set the kernels use on this CPU: "avx512", "avx2" or "scalar".
 std::string simd();
 
-// Lets tests run the scalar kernel on an AVX2 machine; enabling has no effect without AVX2/FMA.
-void use_simd(bool enabled);
+// Lets tests run the other kernels: "avx2" or "scalar" caps the instruction set the kernels use
+// ("avx512", the default, lifts the cap). A cap above what the CPU has changes nothing.
+void use_simd(const std::string& level);
 
 class CpuQuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  CpuQuantizedMatmul(mx::Stream stream, int group_size, int bits)
-      : mx::UnaryPrimitive(stream), group_size_(group_size), bits_(bits) {}
+  // packed: the weights are in the packed layout, for an output of n columns.
+  CpuQuantizedMatmul(mx::Stream stream, int group_size, int bits, bool packed, int n)
+      : mx::UnaryPrimitive(stream), group_size_(group_size), bits_(bits), packed_(packed), n_(n) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
   void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
@@ -47,6 +61,8 @@ class CpuQuantizedMatmul : public mx::UnaryPrimitive {
  private:
   int group_size_;
   int bits_;
+  bool packed_;
+  int n_;
 };
 
 } // namespace pensieve::kernels

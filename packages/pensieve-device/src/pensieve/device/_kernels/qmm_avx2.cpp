@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "qmm_kernel.h"
+#include "qmm_packed.h"
 
 namespace pensieve::kernels {
 namespace {
@@ -172,6 +173,10 @@ void run(const QmmArgs& a, int n_begin, int n_end, float* scratch) {
 }
 
 } // namespace
+
+void qmm_packed_avx2(const QmmArgs& a, int tile_begin, int tile_end) {
+  packed_tiles(a, tile_begin, tile_end);
+}
 
 void qmm_avx2(const QmmArgs& a, int n_begin, int n_end, float* scratch) {
   if (a.bits == 4) {

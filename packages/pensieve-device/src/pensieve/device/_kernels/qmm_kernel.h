@@ -31,4 +31,16 @@ void qmm_avx2(const QmmArgs& a, int n_begin, int n_end, float* scratch);
 // Portable version for CPUs without AVX2/FMA.
 void qmm_scalar(const QmmArgs& a, int n_begin, int n_end);
 
+// Output columns per tile of the packed layout, where each tile interleaves the weights of its
+// columns: w [tiles, k * bits / 32, kPackedTile] (word i of column 8t + c at [t, i, c]), scales and
+// biases [tiles, k / group_size, kPackedTile], zero past column n. A vector then holds one weight of
+// eight columns, dequantized once and multiplied with every row of x.
+constexpr int kPackedTile = 8;
+
+// Columns of tiles [tile_begin, tile_end) of the output (a.w, a.scales, a.biases packed; a.n the
+// output width).
+void qmm_packed_avx2(const QmmArgs& a, int tile_begin, int tile_end);
+void qmm_packed_avx512(const QmmArgs& a, int tile_begin, int tile_end);
+void qmm_packed_scalar(const QmmArgs& a, int tile_begin, int tile_end);
+
 } // namespace pensieve::kernels
