@@ -1,4 +1,5 @@
-"""The hybrid layout routes each matmul by its row count and keeps the model's answers.
+"""The hybrid layout routes each matmul by its row count and keeps the model's answers; decode-step
+attention goes to the kernel and keeps them too.
 
 Few rows (a decode step) go to Pensieve's CPU kernel on the quantized weights, more rows (a prompt
 chunk) to BLAS on the dense copy; both copies hold the same weights.
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx_lm.models.llama as llama
 import numpy as np
 import pytest
+from mlx_lm.models import base
+from mlx_lm.models.cache import BatchKVCache
 
 from pensieve.core import DeviceSettings
 from pensieve.device import CpuKernels, cpu_kernels
@@ -42,7 +46,7 @@ def test_few_rows_take_the_kernel_and_more_rows_take_blas(kernels: CpuKernels, r
     quantized = _quantized_model(bits=4, group_size=32).layers[1]
     layer = HybridLinear(quantized, kernels)
     x = mx.random.normal((rows, 128))
-    kernel = kernels.quantized_matmul(x, layer.weight, layer.scales, layer.biases, group_size=32, bits=4)
+    kernel = kernels.prepare(layer.weight, layer.scales, layer.biases, group_size=32, bits=4).matmul(x)
     blas = x @ layer.dense.T
     expected = kernel if rows <= KERNEL_MAX_ROWS else blas
     assert np.array_equal(np.array(layer(x)), np.array(expected + quantized.bias))
@@ -79,6 +83,36 @@ def test_a_width_the_kernel_cannot_take_stays_on_blas(kernels: CpuKernels) -> No
     x = mx.random.normal((1, 64))
     assert not kernels.supports(group_size=64, bits=6)
     assert np.array_equal(np.array(layer(x)), np.array(x @ layer.dense.T))
+
+
+def _batched_decode_logits(model: nn.Module) -> np.ndarray:
+    """Logits of a left-padded batch of two prompts, then of three one-token steps."""
+    cache = [BatchKVCache(left_padding=[0, 3]) for _ in model.layers]
+    prompts = mx.array([[5, 9, 2, 7, 11, 4], [0, 0, 0, 8, 3, 6]])
+    steps = [model(prompts, cache=cache)[:, -1:, :]]
+    for token in (12, 30, 1):
+        steps.append(model(mx.array([[token], [token + 1]]), cache=cache))
+    return np.array(mx.concatenate(steps, axis=1))
+
+
+def test_decode_attention_goes_to_the_kernel_and_keeps_the_logits(kernels: CpuKernels) -> None:
+    args = llama.ModelArgs(
+        model_type="llama", hidden_size=128, num_hidden_layers=2, intermediate_size=256,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=40,
+    )
+    mx.random.seed(3)
+    model = llama.Model(args)
+    mx.eval(model.parameters())
+    earlier = llama.scaled_dot_product_attention  # a model loaded before may have routed it already
+    llama.scaled_dot_product_attention = base.scaled_dot_product_attention
+    before = _batched_decode_logits(model)
+    try:
+        use_cpu_kernels(model, kernels)
+        routed = llama.scaled_dot_product_attention
+        assert routed is not base.scaled_dot_product_attention and routed.kernels is kernels
+        np.testing.assert_allclose(_batched_decode_logits(model), before, atol=1e-5, rtol=1e-5)
+    finally:
+        llama.scaled_dot_product_attention = earlier
 
 
 @pytest.mark.real_model

@@ -1,17 +1,27 @@
-"""The hybrid weight layout: each quantized layer keeps its quantized weights and a dense copy.
+"""Pensieve's CPU kernels in an mlx-lm model: the hybrid weight layout and decode attention.
 
-A decode step multiplies a few rows per layer, where reading 4-bit weights through Pensieve's
-AVX2 kernel beats float32 BLAS by ~1.6x (the weights are ~5x fewer bytes); a prompt chunk
-multiplies hundreds of rows, where BLAS's blocked float32 matmul is 3-4x faster than the kernel.
-So each layer routes by row count (docs/performance.md). Both copies hold the same weights: the
-dense one is dequantized from the very affine parameters the kernel reads.
+Hybrid layout: each quantized layer keeps its quantized weights, prepared for the kernel (MLX's
+layout plus a packed copy for several rows), and a dense float32 copy. A decode step multiplies a
+few rows per layer, where reading 4-bit weights through Pensieve's kernel beats float32 BLAS by
+~1.6x at one row (the weights are ~5x fewer bytes) and more at eight; a prompt chunk multiplies
+hundreds of rows, where BLAS's blocked float32 matmul is 3-4x faster than the kernel. So each
+layer routes by row count (docs/performance.md). All copies hold the same weights: the dense one
+is dequantized from the very affine parameters the kernel reads.
+
+Decode attention: mlx-lm's attention modules call ``scaled_dot_product_attention``, a function of
+their architecture's module; on the CPU MLX computes it as separate matmul, mask and softmax ops,
+whose per-op cost dominates a one-query step (0.4-0.5 ms per layer at batch 8, ~0.14 fused).
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
+from mlx_lm.models import base
 
 from pensieve.device import CpuKernels
 
@@ -32,17 +42,17 @@ class _HybridWeights(nn.Module):
             self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits
         ).astype(mx.float32)
         mx.eval(self.dense)  # one layer at a time: peak memory stays near the final size
-        self._kernels = kernels
         supported = kernels.supports(group_size=self.group_size, bits=self.bits)
-        self._kernel_rows = KERNEL_MAX_ROWS if supported else 0
+        self._prepared = (
+            kernels.prepare(self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits)
+            if supported
+            else None
+        )
         self.freeze()
 
     def _matmul(self, x: mx.array) -> mx.array:
-        rows = x.size // x.shape[-1]
-        if rows <= self._kernel_rows:
-            return self._kernels.quantized_matmul(
-                x, self.weight, self.scales, self.biases, group_size=self.group_size, bits=self.bits
-            )
+        if self._prepared is not None and x.size // x.shape[-1] <= KERNEL_MAX_ROWS:
+            return self._prepared.matmul(x)
         return x @ self.dense.T
 
 
@@ -66,8 +76,47 @@ class HybridEmbedding(_HybridWeights):
         return self._matmul(x)
 
 
+class _DecodeAttention:
+    """mlx-lm's ``scaled_dot_product_attention`` with one-query float32 steps in the kernel."""
+
+    def __init__(self, kernels: CpuKernels) -> None:
+        self.kernels = kernels
+
+    def __call__(
+        self,
+        queries: mx.array,
+        keys: Any,
+        values: Any,
+        cache: Any,
+        scale: float,
+        mask: mx.array | str | None,
+        sinks: mx.array | None = None,
+    ) -> mx.array:
+        one_query = queries.ndim == 4 and queries.shape[2] == 1 and queries.dtype == mx.float32
+        if one_query and sinks is None and not hasattr(cache, "bits"):
+            # A causal mask over a single (the newest) query position hides nothing.
+            array_mask = mask if isinstance(mask, mx.array) else None
+            return self.kernels.decode_attention(queries, keys, values, scale=scale, mask=array_mask)
+        return base.scaled_dot_product_attention(
+            queries, keys, values, cache=cache, scale=scale, mask=mask, sinks=sinks
+        )
+
+
+def _route_decode_attention(model: nn.Module, kernels: CpuKernels) -> None:
+    """Point ``model``'s architecture module at the kernel for decode-step attention.
+
+    The binding is the module's, so it holds for every model of that architecture in the process
+    (all of which run on the CPU, where the kernels exist); other calls still go to mlx-lm's own.
+    """
+    module = sys.modules[type(model).__module__]
+    if getattr(module, "scaled_dot_product_attention", None) is base.scaled_dot_product_attention:
+        module.scaled_dot_product_attention = _DecodeAttention(kernels)
+
+
 def use_cpu_kernels(model: nn.Module, kernels: CpuKernels) -> nn.Module:
-    """Turn ``model``'s affine-quantized layers into hybrid ones, in place; returns ``model``."""
+    """Turn ``model``'s affine-quantized layers into hybrid ones and its decode attention over to
+    the kernels, in place; returns ``model``."""
+    _route_decode_attention(model, kernels)
 
     def hybrid(_path: str, module: nn.Module) -> nn.Module:
         if isinstance(module, nn.QuantizedLinear) and module.mode == "affine":

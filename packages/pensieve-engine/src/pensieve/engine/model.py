@@ -250,13 +250,13 @@ def plan_layout(
 
     dense_bytes = 4 * sum(math.prod(tensor.shape) for tensor in gguf.tensors)
     # The file's quantized tensors stand in for MLX's affine copy of them (a little smaller: GGUF
-    # scales are float16, the hybrid layout's are float32).
+    # scales are float16, the hybrid layout's are float32), twice: the kernel keeps a packed copy.
     hybrid = kernels and gguf.quantized and device.backend == "cpu"
     return plan_weights(
         device,
         quantized_bytes=required(gguf.tensor_bytes, "quantized"),
         dense_bytes=required(dense_bytes, "dense"),
-        hybrid_bytes=required(dense_bytes + gguf.tensor_bytes, "hybrid") if hybrid else None,
+        hybrid_bytes=required(dense_bytes + 2 * gguf.tensor_bytes, "hybrid") if hybrid else None,
         preference=preference,
     )
 
