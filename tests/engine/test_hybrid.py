@@ -12,7 +12,7 @@ import mlx.nn as nn
 import mlx_lm.models.llama as llama
 import numpy as np
 import pytest
-from mlx_lm.models import base
+from mlx_lm.models import activations, base
 from mlx_lm.models.cache import BatchKVCache
 
 from pensieve.core import DeviceSettings
@@ -95,7 +95,7 @@ def _batched_decode_logits(model: nn.Module) -> np.ndarray:
     return np.array(mx.concatenate(steps, axis=1))
 
 
-def test_decode_attention_goes_to_the_kernel_and_keeps_the_logits(kernels: CpuKernels) -> None:
+def test_attention_and_swiglu_go_to_the_kernels_and_keep_the_logits(kernels: CpuKernels) -> None:
     args = llama.ModelArgs(
         model_type="llama", hidden_size=128, num_hidden_layers=2, intermediate_size=256,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=40,
@@ -103,16 +103,16 @@ def test_decode_attention_goes_to_the_kernel_and_keeps_the_logits(kernels: CpuKe
     mx.random.seed(3)
     model = llama.Model(args)
     mx.eval(model.parameters())
-    earlier = llama.scaled_dot_product_attention  # a model loaded before may have routed it already
-    llama.scaled_dot_product_attention = base.scaled_dot_product_attention
+    # A model loaded before may have routed them already.
+    earlier = llama.scaled_dot_product_attention, llama.swiglu
+    llama.scaled_dot_product_attention, llama.swiglu = base.scaled_dot_product_attention, activations.swiglu
     before = _batched_decode_logits(model)
     try:
         use_cpu_kernels(model, kernels)
-        routed = llama.scaled_dot_product_attention
-        assert routed is not base.scaled_dot_product_attention and routed.kernels is kernels
+        assert llama.scaled_dot_product_attention.kernels is kernels and llama.swiglu.kernels is kernels
         np.testing.assert_allclose(_batched_decode_logits(model), before, atol=1e-5, rtol=1e-5)
     finally:
-        llama.scaled_dot_product_attention = earlier
+        llama.scaled_dot_product_attention, llama.swiglu = earlier
 
 
 @pytest.mark.real_model

@@ -8,9 +8,11 @@ hundreds of rows, where BLAS's blocked float32 matmul is 3-4x faster than the ke
 layer routes by row count (docs/performance.md). All copies hold the same weights: the dense one
 is dequantized from the very affine parameters the kernel reads.
 
-Decode attention: mlx-lm's attention modules call ``scaled_dot_product_attention``, a function of
-their architecture's module; on the CPU MLX computes it as separate matmul, mask and softmax ops,
-whose per-op cost dominates a one-query step (0.4-0.5 ms per layer at batch 8, ~0.14 fused).
+Decode attention and SwiGLU: mlx-lm's attention and MLP modules call ``scaled_dot_product_attention``
+and ``swiglu``, functions bound in their architecture's module. On the CPU MLX computes attention
+as separate matmul, mask and softmax ops, whose per-op cost dominates a one-query step (0.4-0.5 ms
+per layer at batch 8, ~0.14 fused), and SwiGLU's sigmoid one exp at a time (8.3 ms of a batch-8
+step, ~0.3 in the kernel).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_map_with_path
-from mlx_lm.models import base
+from mlx_lm.models import activations, base
 
 from pensieve.device import CpuKernels
 
@@ -102,21 +104,34 @@ class _DecodeAttention:
         )
 
 
-def _route_decode_attention(model: nn.Module, kernels: CpuKernels) -> None:
-    """Point ``model``'s architecture module at the kernel for decode-step attention.
+class _Swiglu:
+    """mlx-lm's ``swiglu`` in the kernel (which hands what it does not take back to MLX)."""
 
-    The binding is the module's, so it holds for every model of that architecture in the process
-    (all of which run on the CPU, where the kernels exist); other calls still go to mlx-lm's own.
+    def __init__(self, kernels: CpuKernels) -> None:
+        self.kernels = kernels
+
+    def __call__(self, gate: mx.array, x: mx.array) -> mx.array:
+        return self.kernels.swiglu(gate, x)
+
+
+def _route_to_kernels(model: nn.Module, kernels: CpuKernels) -> None:
+    """Point ``model``'s architecture module at the kernels for decode attention and SwiGLU.
+
+    The bindings are the module's, so they hold for every model of that architecture in the
+    process (all of which run on the CPU, where the kernels exist); what the kernels do not take
+    still goes to mlx-lm's own functions.
     """
     module = sys.modules[type(model).__module__]
     if getattr(module, "scaled_dot_product_attention", None) is base.scaled_dot_product_attention:
         module.scaled_dot_product_attention = _DecodeAttention(kernels)
+    if getattr(module, "swiglu", None) is activations.swiglu:
+        module.swiglu = _Swiglu(kernels)
 
 
 def use_cpu_kernels(model: nn.Module, kernels: CpuKernels) -> nn.Module:
-    """Turn ``model``'s affine-quantized layers into hybrid ones and its decode attention over to
-    the kernels, in place; returns ``model``."""
-    _route_decode_attention(model, kernels)
+    """Turn ``model``'s affine-quantized layers into hybrid ones and its decode attention and
+    SwiGLU over to the kernels, in place; returns ``model``."""
+    _route_to_kernels(model, kernels)
 
     def hybrid(_path: str, module: nn.Module) -> nn.Module:
         if isinstance(module, nn.QuantizedLinear) and module.mode == "affine":

@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "attention_kernel.h"
+#include "vec_math_avx2.h"
 
 namespace pensieve::kernels {
 namespace {
@@ -21,24 +22,6 @@ inline __m256 hsum8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m25
   // s0123 = [0 1 2 3 | 0 1 2 3] (low and high 128-bit halves), likewise s4567.
   return _mm256_add_ps(
       _mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
-}
-
-// e^x to ~2 ulp for x <= 0 (softmax arguments); underflows to 0 below ~-87.
-inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-  const __m256 n = _mm256_round_ps(
-      _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i pow2n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(pow2n));
 }
 
 inline float dot(const float* a, const float* b, int n) {
@@ -130,7 +113,7 @@ void attend_avx2(const HeadArgs& a, float* scores) {
   const __m256 max8 = _mm256_set1_ps(max);
   __m256 sum8 = _mm256_setzero_ps();
   for (l = 0; l + 8 <= a.length; l += 8) {
-    const __m256 p = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + l), max8));
+    const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + l), max8));
     _mm256_storeu_ps(scores + l, p);
     sum8 = _mm256_add_ps(sum8, p);
   }

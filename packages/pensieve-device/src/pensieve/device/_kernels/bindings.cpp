@@ -5,6 +5,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/variant.h>
 
+#include "activations.h"
 #include "attention.h"
 #include "qmm.h"
 
@@ -12,7 +13,7 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 NB_MODULE(_pensieve_kernels, m) {
-  m.doc() = "Pensieve CPU kernels for MLX: affine-quantized matmul and decode attention with AVX2/FMA.";
+  m.doc() = "Pensieve CPU kernels for MLX: affine-quantized matmul, decode attention and SwiGLU with AVX2/FMA.";
 
   m.def(
       "quantized_matmul",
@@ -50,6 +51,13 @@ NB_MODULE(_pensieve_kernels, m) {
       "stream"_a = nb::none(),
       "mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask) for one float32 query "
       "position per sequence and a bool or float32 mask (or none); ValueError for anything else.");
+  m.def(
+      "swiglu",
+      &pensieve::kernels::swiglu,
+      "gate"_a,
+      "x"_a,
+      "stream"_a = nb::none(),
+      "silu(gate) * x for float32 arrays of one shape; ValueError for anything else.");
   m.def(
       "simd",
       &pensieve::kernels::simd,
