@@ -13,7 +13,11 @@ Each server runs alone in turn (a subprocess on 127.0.0.1), driven by the same w
 the file, as mlx-lm users run it; ``--mlx-dense`` dequantizes it like Pensieve's CPU layout does).
 Prints JSON with both servers' figures and the ratios.
 
-    python tools/bench/serve.py [--model PATH] [--clients 1,4,8] [--requests 3] [--new-tokens 48]
+``--rounds N`` repeats the concurrency sweep N times, interleaved (1, 4, 8, 1, 4, 8, ...), and
+reports for each client count the round with the median aggregate tok/s, with every round's figure
+alongside: on a shared VM one sweep's ratios swing by +-15% as the neighbours come and go.
+
+    python tools/bench/serve.py [--model PATH] [--clients 1,4,8] [--requests 3] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -223,18 +227,24 @@ def _start_mlx_lm(model_dir: Path, port: int, decode_concurrency: int) -> subpro
 def _measure(name: str, base_url: str, args: argparse.Namespace, system: str) -> dict[str, Any]:
     stream: StreamFn = _pensieve_stream if name == "pensieve" else _mlx_lm_stream
     asyncio.run(stream_warmup(base_url, stream))
-    figures: dict[str, Any] = {"concurrency": {}}
-    for clients in args.clients:
-        print(f"[{name}] {clients} client(s)...", file=sys.stderr)
-        figures["concurrency"][str(clients)] = asyncio.run(
-            _concurrency(base_url, stream, clients, args.requests, args.new_tokens)
-        )
+    rounds: dict[int, list[dict[str, Any]]] = {clients: [] for clients in args.clients}
+    for round_ in range(args.rounds):
+        for clients in args.clients:
+            print(f"[{name}] {clients} client(s), round {round_ + 1}/{args.rounds}...", file=sys.stderr)
+            rounds[clients].append(asyncio.run(_concurrency(base_url, stream, clients, args.requests, args.new_tokens)))
+    figures: dict[str, Any] = {"concurrency": {str(clients): _median_round(runs) for clients, runs in rounds.items()}}
     if args.conversations > 0:  # --conversations 0 measures concurrency only
         print(f"[{name}] shared prefix...", file=sys.stderr)
         figures["shared_prefix"] = asyncio.run(
             _shared_prefix(base_url, stream, system, args.conversations, args.turns, args.prefix_new_tokens)
         )
     return figures
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median aggregate tok/s, and every run's aggregate tok/s."""
+    ordered = sorted(runs, key=lambda run: run["aggregate_tok_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds_tok_s": [run["aggregate_tok_s"] for run in runs]}
 
 
 async def stream_warmup(base_url: str, stream: StreamFn) -> None:
@@ -247,6 +257,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: the embedded SmolLM2)")
     parser.add_argument("--clients", type=lambda s: [int(n) for n in s.split(",")], default=[1, 4, 8])
     parser.add_argument("--requests", type=int, default=3, help="requests per client, one after another")
+    parser.add_argument("--rounds", type=int, default=1, help="concurrency sweeps, interleaved; the median is kept")
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--system-tokens", type=int, default=2000)
     parser.add_argument("--conversations", type=int, default=2)
