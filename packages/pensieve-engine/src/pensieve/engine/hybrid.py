@@ -118,8 +118,8 @@ def _route_to_kernels(model: nn.Module, kernels: CpuKernels) -> None:
     """Point ``model``'s architecture module at the kernels for decode attention and SwiGLU.
 
     The bindings are the module's, so they hold for every model of that architecture in the
-    process (all of which run on the CPU, where the kernels exist); what the kernels do not take
-    still goes to mlx-lm's own functions.
+    process; what the kernels do not take (another dtype, a GPU stream, several query positions)
+    still goes to MLX.
     """
     module = sys.modules[type(model).__module__]
     if getattr(module, "scaled_dot_product_attention", None) is base.scaled_dot_product_attention:

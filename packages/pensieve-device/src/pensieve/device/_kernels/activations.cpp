@@ -8,9 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
-
 #include "activations_kernel.h"
 #include "runtime.h"
 
@@ -39,12 +36,7 @@ mx::array swiglu(const mx::array& gate, const mx::array& x, mx::StreamOrDevice s
 }
 
 void CpuSwiglu::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  encoder.set_output_array(out);
+  auto& encoder = cpu_encoder(stream(), inputs, out);
   const Input gate(inputs[0]), x(inputs[1]);
   float* out_ptr = out.data<float>();
   const bool simd = simd_active() != Simd::kScalar;

@@ -8,8 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 #include "mlx/ops.h"
 
 #include "attention_kernel.h"
@@ -97,12 +95,7 @@ mx::array decode_attention(
 }
 
 void CpuDecodeAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  encoder.set_output_array(out);
+  auto& encoder = cpu_encoder(stream(), inputs, out);
 
   const bool has_mask = inputs.size() == 4;
   const Input q(inputs[0]), k(inputs[1]), v(inputs[2]);

@@ -1,14 +1,12 @@
-// The CpuQuantizedMatmul primitive: input checks, the output columns split over the worker pool
-// (runtime.h), the runtime AVX2/FMA choice and the scalar kernel used without them.
+// The CpuQuantizedMatmul primitive on MLX's layout or the packed one: input checks, the output
+// columns split over the worker pool (runtime.h), the kernel for the CPU's instruction set, and
+// the scalar kernels used without AVX2/FMA.
 #include "qmm.h"
 
 #include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
-
-#include "mlx/allocator.h"
-#include "mlx/backend/cpu/encoder.h"
 
 #include "qmm_kernel.h"
 #include "runtime.h"
@@ -205,12 +203,7 @@ void use_simd(const std::string& level) {
 }
 
 void CpuQuantizedMatmul::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (const auto& in : inputs) {
-    encoder.set_input_array(in);
-  }
-  encoder.set_output_array(out);
+  auto& encoder = cpu_encoder(stream(), inputs, out);
 
   const Input x(inputs[0]), w(inputs[1]), scales(inputs[2]), biases(inputs[3]);
   const int k = inputs[0].shape(-1);

@@ -18,7 +18,9 @@
 #include <thread>
 #include <vector>
 
+#include "mlx/allocator.h"
 #include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
 
 namespace pensieve::kernels {
 
@@ -229,6 +231,18 @@ struct Input {
     return storage.data();
   }
 };
+
+// Allocates a primitive's output and registers its arrays with the stream's CPU command encoder,
+// whose dispatch then runs the work on MLX's thread for the stream.
+inline mx::cpu::CommandEncoder& cpu_encoder(mx::Stream stream, const std::vector<mx::array>& inputs, mx::array& out) {
+  out.set_data(mx::allocator::malloc(out.nbytes()));
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& in : inputs) {
+    encoder.set_input_array(in);
+  }
+  encoder.set_output_array(out);
+  return encoder;
+}
 
 // Throws std::invalid_argument (ValueError in Python): the caller falls back to MLX.
 inline void require(bool condition, const char* op, const std::string& message) {
