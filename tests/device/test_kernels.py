@@ -115,7 +115,7 @@ def simd_capped(kernels: CpuKernels, level: str) -> Iterator[None]:
 
 def test_it_reports_the_kernel_it_runs(kernels: CpuKernels) -> None:
     assert kernels.simd == _cpu_simd()
-    assert kernels.description == f"{kernels.simd} quantized matmul, decode attention, swiglu"
+    assert kernels.description == f"{kernels.simd} quantized matmul, decode attention, swiglu, rope"
     assert kernels.path.is_file()
 
 

@@ -18,7 +18,7 @@ from mlx_lm.models.cache import BatchKVCache
 from pensieve.core import DeviceSettings
 from pensieve.device import CpuKernels, cpu_kernels
 from pensieve.engine import LocalModel, load_model
-from pensieve.engine.hybrid import KERNEL_MAX_ROWS, HybridEmbedding, HybridLinear, use_cpu_kernels
+from pensieve.engine.hybrid import KERNEL_MAX_ROWS, HybridEmbedding, HybridLinear, KernelRoPE, use_cpu_kernels
 
 CPU = DeviceSettings(device="cpu")
 
@@ -95,7 +95,7 @@ def _batched_decode_logits(model: nn.Module) -> np.ndarray:
     return np.array(mx.concatenate(steps, axis=1))
 
 
-def test_attention_and_swiglu_go_to_the_kernels_and_keep_the_logits(kernels: CpuKernels) -> None:
+def test_rope_attention_and_swiglu_go_to_the_kernels_and_keep_the_logits(kernels: CpuKernels) -> None:
     args = llama.ModelArgs(
         model_type="llama", hidden_size=128, num_hidden_layers=2, intermediate_size=256,
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, vocab_size=40,
@@ -110,6 +110,7 @@ def test_attention_and_swiglu_go_to_the_kernels_and_keep_the_logits(kernels: Cpu
     try:
         use_cpu_kernels(model, kernels)
         assert llama.scaled_dot_product_attention.kernels is kernels and llama.swiglu.kernels is kernels
+        assert all(isinstance(layer.self_attn.rope, KernelRoPE) for layer in model.layers)
         np.testing.assert_allclose(_batched_decode_logits(model), before, atol=1e-5, rtol=1e-5)
     finally:
         llama.scaled_dot_product_attention, llama.swiglu = earlier

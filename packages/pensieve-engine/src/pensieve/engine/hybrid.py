@@ -1,4 +1,4 @@
-"""Pensieve's CPU kernels in an mlx-lm model: the hybrid weight layout and decode attention.
+"""Pensieve's CPU kernels in an mlx-lm model: the hybrid weight layout, RoPE, attention and SwiGLU.
 
 Hybrid layout: each quantized layer keeps its quantized weights, prepared for the kernel (MLX's
 layout plus a packed copy for several rows), and a dense float32 copy. A decode step multiplies a
@@ -8,11 +8,13 @@ hundreds of rows, where BLAS's blocked float32 matmul is 3-4x faster than the ke
 layer routes by row count (docs/performance.md). All copies hold the same weights: the dense one
 is dequantized from the very affine parameters the kernel reads.
 
-Decode attention and SwiGLU: mlx-lm's attention and MLP modules call ``scaled_dot_product_attention``
-and ``swiglu``, functions bound in their architecture's module. On the CPU MLX computes attention
-as separate matmul, mask and softmax ops, whose per-op cost dominates a one-query step (0.4-0.5 ms
-per layer at batch 8, ~0.14 fused), and SwiGLU's sigmoid one exp at a time (8.3 ms of a batch-8
-step, ~0.3 in the kernel).
+RoPE, decode attention and SwiGLU: attention modules hold an ``nn.RoPE`` (replaced by
+``KernelRoPE``: MLX's CPU path spends ~90 us per call on separate ops, ~5 ms of a decode step), and
+mlx-lm's attention and MLP modules call ``scaled_dot_product_attention`` and ``swiglu``, functions
+bound in their architecture's module. On the CPU MLX computes attention as separate matmul, mask
+and softmax ops, whose per-op cost dominates a one-query step (0.4-0.5 ms per layer at batch 8,
+~0.14 fused), and SwiGLU's sigmoid one exp at a time (8.3 ms of a batch-8 step, ~0.3 in the
+kernel).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from mlx_lm.models import activations, base
 
 from pensieve.device import CpuKernels
 
-__all__ = ["KERNEL_MAX_ROWS", "use_cpu_kernels"]
+__all__ = ["KERNEL_MAX_ROWS", "KernelRoPE", "use_cpu_kernels"]
 
 KERNEL_MAX_ROWS = 16
 """Matmuls of up to this many rows (a decode batch) go to the kernel, larger ones to BLAS."""
@@ -76,6 +78,20 @@ class HybridEmbedding(_HybridWeights):
     def as_linear(self, x: mx.array) -> mx.array:
         """The tied output projection."""
         return self._matmul(x)
+
+
+class KernelRoPE(nn.Module):
+    """``nn.RoPE`` through the kernel: MLX's CPU path costs ~90 us per call of a decode step."""
+
+    def __init__(self, rope: nn.RoPE, kernels: CpuKernels) -> None:
+        super().__init__()
+        self.dims, self.traditional, self.base, self.scale = rope.dims, rope.traditional, rope.base, rope.scale
+        self._kernels = kernels
+
+    def __call__(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
+        return self._kernels.rope(
+            x, self.dims, traditional=self.traditional, base=self.base, scale=self.scale, offset=offset
+        )
 
 
 class _DecodeAttention:
@@ -129,8 +145,8 @@ def _route_to_kernels(model: nn.Module, kernels: CpuKernels) -> None:
 
 
 def use_cpu_kernels(model: nn.Module, kernels: CpuKernels) -> nn.Module:
-    """Turn ``model``'s affine-quantized layers into hybrid ones and its decode attention and
-    SwiGLU over to the kernels, in place; returns ``model``."""
+    """Turn ``model``'s affine-quantized layers into hybrid ones and its RoPE, decode attention
+    and SwiGLU over to the kernels, in place; returns ``model``."""
     _route_to_kernels(model, kernels)
 
     def hybrid(_path: str, module: nn.Module) -> nn.Module:
@@ -138,6 +154,8 @@ def use_cpu_kernels(model: nn.Module, kernels: CpuKernels) -> nn.Module:
             return HybridLinear(module, kernels)
         if isinstance(module, nn.QuantizedEmbedding) and module.mode == "affine":
             return HybridEmbedding(module, kernels)
+        if type(module) is nn.RoPE:  # scaled variants (Llama 3, YaRN, ...) keep mlx-lm's own
+            return KernelRoPE(module, kernels)
         return module
 
     model.update_modules(tree_map_with_path(hybrid, model.leaf_modules(), is_leaf=nn.Module.is_module))

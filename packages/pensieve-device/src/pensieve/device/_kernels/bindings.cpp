@@ -8,12 +8,13 @@
 #include "activations.h"
 #include "attention.h"
 #include "qmm.h"
+#include "rope.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 
 NB_MODULE(_pensieve_kernels, m) {
-  m.doc() = "Pensieve CPU kernels for MLX: affine-quantized matmul, decode attention and SwiGLU with AVX2/FMA.";
+  m.doc() = "Pensieve CPU kernels for MLX: affine-quantized matmul, decode attention, SwiGLU and RoPE.";
 
   m.def(
       "quantized_matmul",
@@ -58,6 +59,18 @@ NB_MODULE(_pensieve_kernels, m) {
       "x"_a,
       "stream"_a = nb::none(),
       "silu(gate) * x for float32 arrays of one shape; ValueError for anything else.");
+  m.def(
+      "rope",
+      &pensieve::kernels::rope,
+      "x"_a,
+      "dims"_a,
+      "traditional"_a,
+      "base"_a,
+      "scale"_a,
+      "offset"_a,
+      "stream"_a = nb::none(),
+      "mx.fast.rope for a float32 [B, H, L, D] x and an integer offset (scalar or one per sequence); "
+      "ValueError for anything else.");
   m.def(
       "simd",
       &pensieve::kernels::simd,
