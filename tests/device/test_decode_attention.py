@@ -1,6 +1,6 @@
 """pensieve.device.kernels: decode attention agrees with ``mx.fast.scaled_dot_product_attention`` for
 one query position, over KV-cache slices, grouped query heads and masks, and hands anything else
-back to MLX. Shares the session's kernel build with test_kernels."""
+back to MLX. Uses the session's kernel build (conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 import pensieve.device  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx  # isort: skip
 from pensieve.device.kernels import CpuKernels
-from tests.device.test_kernels import kernel_cache, kernels, pytestmark, simd_capped  # noqa: F401  (shared fixtures)
+from tests.device.kernel_support import requires_kernels, simd_capped
+
+pytestmark = requires_kernels
 
 TOLERANCE = 1e-5  # relative to the largest output
 

@@ -2,18 +2,15 @@
 of its weight layouts and with each instruction set, hands what it does not support back to MLX,
 and is built once per cache directory, even by racing processes.
 
-The session builds the kernels once into a temporary cache (a cold build takes ~15 s on 2 cores).
+The session builds the kernels once into a temporary cache (conftest.py).
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,21 +21,11 @@ from pensieve.device import kernels as kernels_module
 from pensieve.core.config import DeviceSettings, build_config, env_overrides
 from pensieve.device import plan_device
 from pensieve.device.kernels import CpuKernels, cpu_kernels, cpu_kernels_for
+from tests.device.kernel_support import LOWER_SIMD, cpu_simd, requires_kernels, simd_capped
 from tests.device.test_backend import CPU_BOX, MAC
 
 
-def _buildable() -> bool:
-    return (
-        sys.platform == "linux"
-        and platform.machine() == "x86_64"
-        and shutil.which("cmake") is not None
-        and any(shutil.which(name) for name in ("c++", "g++", "clang++"))
-    )
-
-
-pytestmark = pytest.mark.skipif(
-    not _buildable(), reason="the CPU kernels are built only on Linux x86_64 with cmake and a C++ compiler"
-)
+pytestmark = requires_kernels
 
 # Each K is a multiple of its group size but not of 256; N is not a multiple of the kernel's 4-column
 # tile. With N=1001, 16 and 40 rows are enough work (> 2^21 multiply-adds) to split over the threads.
@@ -53,21 +40,6 @@ from pensieve.device.kernels import cpu_kernels
 kernels = cpu_kernels(sys.argv[1])
 print(kernels.path if kernels is not None else "NONE")
 """
-
-
-@pytest.fixture(scope="session")
-def kernel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("kernel-cache")
-
-
-@pytest.fixture(scope="session")
-def kernels(kernel_cache: Path) -> Iterator[CpuKernels]:
-    kernels_module._reset_for_tests()
-    built = cpu_kernels(kernel_cache)
-    if built is None:
-        pytest.fail("cpu_kernels() returned None on Linux x86_64 with cmake and a compiler; see the log")
-    yield built
-    kernels_module._reset_for_tests()
 
 
 def _quantized(n: int, k: int, group_size: int, bits: int, seed: int = 1) -> tuple[mx.array, ...]:
@@ -91,30 +63,8 @@ def _reference(
     return mx.quantized_matmul(x, w, scales, biases, transpose=True, group_size=group_size, bits=bits)
 
 
-def _cpu_simd() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split())
-    if not {"avx2", "fma"} <= flags:
-        return "scalar"
-    return "avx512" if {"avx512f", "avx512vl"} <= flags else "avx2"
-
-
-# The instruction sets below this CPU's best, which tests switch to through the module's hook.
-LOWER_SIMD = {"avx512": ["avx2", "scalar"], "avx2": ["scalar"], "scalar": []}[_cpu_simd()] if _buildable() else []
-
-
-@contextmanager
-def simd_capped(kernels: CpuKernels, level: str) -> Iterator[None]:
-    """Run the kernels of a lower instruction set, as a CPU without the better ones would."""
-    kernels._module.use_simd(level)
-    try:
-        assert kernels._module.simd() == level
-        yield
-    finally:
-        kernels._module.use_simd("avx512")
-
-
 def test_it_reports_the_kernel_it_runs(kernels: CpuKernels) -> None:
-    assert kernels.simd == _cpu_simd()
+    assert kernels.simd == cpu_simd()
     assert kernels.description == f"{kernels.simd} quantized matmul, decode attention, swiglu, rope"
     assert kernels.path.is_file()
 

@@ -1,6 +1,6 @@
 """pensieve.device.kernels: RoPE is as accurate as ``mx.fast.rope`` for both pair layouts, partial rotation,
 per-sequence offsets (negative ones too: left padding) and strided inputs, and hands what it does
-not take back to MLX. Shares the session's kernel build with test_kernels."""
+not take back to MLX. Uses the session's kernel build (conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import pensieve.device  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx  # isort: skip
 from pensieve.device.kernels import CpuKernels
-from tests.device.test_kernels import kernel_cache, kernels, pytestmark  # noqa: F401  (shared fixtures)
+from tests.device.kernel_support import requires_kernels
+
+pytestmark = requires_kernels
 
 
 

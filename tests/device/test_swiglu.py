@@ -1,6 +1,6 @@
 """pensieve.device.kernels: SwiGLU agrees with MLX's ``silu(gate) * x`` over shapes, layouts, extreme
-gates and instruction sets, and hands what it does not take back to MLX. Shares the session's
-kernel build with test_kernels."""
+gates and instruction sets, and hands what it does not take back to MLX. Uses the session's
+kernel build (conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pensieve.device  # noqa: F401  (loads the BLAS before mlx)
 import mlx.core as mx  # isort: skip
 import mlx.nn as nn  # isort: skip
 from pensieve.device.kernels import CpuKernels
-from tests.device.test_kernels import LOWER_SIMD, kernel_cache, kernels, pytestmark, simd_capped  # noqa: F401
+from tests.device.kernel_support import LOWER_SIMD, requires_kernels, simd_capped
+
+pytestmark = requires_kernels
 
 TOLERANCE = 1e-6  # relative to the largest output
 
