@@ -3,10 +3,12 @@
 Hybrid layout: each quantized layer keeps its quantized weights, prepared for the kernel (MLX's
 layout plus a packed copy for several rows), and a dense float32 copy. A decode step multiplies a
 few rows per layer, where reading 4-bit weights through Pensieve's kernel beats float32 BLAS by
-~1.6x at one row (the weights are ~5x fewer bytes) and more at eight; a prompt chunk multiplies
-hundreds of rows, where BLAS's blocked float32 matmul is 3-4x faster than the kernel. So each
-layer routes by row count (docs/performance.md). All copies hold the same weights: the dense one
-is dequantized from the very affine parameters the kernel reads.
+~1.6x at one row (the weights are ~5x fewer bytes) and more at eight; so do the short prompt
+chunks of a batch of newcomers or of a prompt resumed from the prefix cache (the default model
+reads 32-128 tokens in 0.64-0.8x BLAS's time); a long prompt chunk multiplies hundreds of rows,
+where BLAS's blocked float32 matmul is faster. So each layer routes by row count
+(docs/performance.md). All copies hold the same weights: the dense one is dequantized from the
+very affine parameters the kernel reads.
 
 RoPE, decode attention and SwiGLU: attention modules hold an ``nn.RoPE`` (replaced by
 ``KernelRoPE``: MLX's CPU path spends ~90 us per call on separate ops, ~5 ms of a decode step), and
@@ -31,8 +33,9 @@ from pensieve.device import CpuKernels
 
 __all__ = ["KERNEL_MAX_ROWS", "KernelRoPE", "use_cpu_kernels"]
 
-KERNEL_MAX_ROWS = 16
-"""Matmuls of up to this many rows (a decode batch) go to the kernel, larger ones to BLAS."""
+KERNEL_MAX_ROWS = 128
+"""Matmuls of up to this many rows (a decode batch, a short prompt chunk) go to the kernel, larger
+ones to BLAS: on the default model the crossover is between 128 and 192 rows."""
 
 
 class _HybridWeights(nn.Module):

@@ -17,6 +17,12 @@ namespace pensieve::kernels {
 
 namespace {
 
+// Multiply-adds (heads * length * (head_dim + value_dim)) below which the heads stay on one thread.
+// Lower than the matmuls' threshold: between a step's matmuls the other core idles, and at 8
+// sequences of ~100 positions (~0.7M) splitting made a decode step ~3% faster; one sequence stays
+// on one thread up to ~230 positions of the default model (9 heads of 64).
+constexpr int64_t kMinAttentionWorkPerThread = 1 << 18;
+
 void require_attention(bool condition, const std::string& message) {
   require(condition, "decode_attention", message);
 }
@@ -148,7 +154,8 @@ void CpuDecodeAttention::eval_cpu(const std::vector<mx::array>& inputs, mx::arra
     };
     WorkerPool& pool = WorkerPool::instance();
     const int64_t work = static_cast<int64_t>(total) * length * (head_dim + value_dim);
-    const int parts = static_cast<int>(std::clamp<int64_t>(work / kMinWorkPerThread, 1, std::min(pool.size(), total)));
+    const int parts =
+        static_cast<int>(std::clamp<int64_t>(work / kMinAttentionWorkPerThread, 1, std::min(pool.size(), total)));
     pool.run(parts, [&](int part) {
       thread_local std::vector<float> scores;
       scores.resize(length);
