@@ -13,6 +13,7 @@ from pensieve.core import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
+    GenerationStarted,
     PromptTooLongError,
     TextDelta,
 )
@@ -86,6 +87,7 @@ class ScriptedBackend:
         if hits:
             at, matched = min(hits)
             text, reason = text[:at], "stop_sequence"
+        yield GenerationStarted(len(request.prompt_tokens))
         for i in range(0, len(text), 3):
             yield TextDelta(text[i : i + 3])
         used = len(text) + (len(matched) if matched else 0) + (1 if reason == "end_turn" else 0)

@@ -10,7 +10,15 @@ import asyncio
 
 import pytest
 
-from pensieve.core import EngineSettings, GenerationFinished, GenerationRequest, SamplingParams, TextDelta
+from pensieve.core import (
+    EngineSettings,
+    GenerationEvent,
+    GenerationFinished,
+    GenerationRequest,
+    GenerationStarted,
+    SamplingParams,
+    TextDelta,
+)
 from pensieve.engine import BatchScheduler, Engine, LocalModel
 
 pytestmark = pytest.mark.real_model
@@ -36,19 +44,25 @@ def _request(
 
 
 def _run(scheduler: BatchScheduler, requests: dict[str, GenerationRequest]) -> dict[str, tuple[str, GenerationFinished]]:
-    """Run ``requests`` together to the end: each one's text and its GenerationFinished."""
-    texts: dict[str, list[str]] = {key: [] for key in requests}
-    finished: dict[str, GenerationFinished] = {}
+    """Run ``requests`` together to the end: each one's text and its GenerationFinished, after
+    checking that its events open with a GenerationStarted that splits the prompt the same way."""
+    events_of: dict[str, list[GenerationEvent]] = {key: [] for key in requests}
     for key, request in requests.items():
         scheduler.add(key, request, request.max_tokens)
     while scheduler.busy:
         for key, events, _done in scheduler.step():
-            for event in events:
-                if isinstance(event, TextDelta):
-                    texts[str(key)].append(event.text)
-                else:
-                    finished[str(key)] = event
-    return {key: ("".join(texts[key]), finished[key]) for key in requests}
+            events_of[str(key)].extend(events)
+    answers = {}
+    for key, (started, *deltas, finished) in events_of.items():
+        assert isinstance(started, GenerationStarted) and isinstance(finished, GenerationFinished)
+        assert (started.prompt_tokens, started.cache_read_tokens, started.cache_write_tokens) == (
+            finished.prompt_tokens,
+            finished.cache_read_tokens,
+            finished.cache_write_tokens,
+        )
+        assert all(isinstance(delta, TextDelta) for delta in deltas)
+        answers[key] = ("".join(delta.text for delta in deltas if isinstance(delta, TextDelta)), finished)
+    return answers
 
 
 def test_batched_greedy_answers_equal_each_request_alone(default_model: LocalModel) -> None:

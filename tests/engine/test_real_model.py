@@ -78,7 +78,7 @@ async def _collect(engine: Engine, request: GenerationRequest) -> tuple[str, Gen
     async for event in engine.stream(request):
         if isinstance(event, TextDelta):
             parts.append(event.text)
-        else:
+        elif isinstance(event, GenerationFinished):
             return "".join(parts), event
     raise AssertionError("stream ended without GenerationFinished")
 

@@ -19,6 +19,7 @@ from pensieve.core import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
+    GenerationStarted,
     TextDelta,
     build_config,
 )
@@ -95,7 +96,7 @@ class _FragileScheduler:
         finished = GenerationFinished(
             stop_reason="end_turn", stop_sequence=None, prompt_tokens=len(request.prompt_tokens), completion_tokens=1
         )
-        return [(key, [TextDelta("Hi"), finished], True)]
+        return [(key, [GenerationStarted(len(request.prompt_tokens)), TextDelta("Hi"), finished], True)]
 
     def close(self) -> None:
         pass

@@ -14,6 +14,7 @@ from pensieve.core import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
+    GenerationStarted,
     ModelInfo,
     PromptTooLongError,
     TextDelta,
@@ -102,6 +103,7 @@ class FakeBackend:
         done = False
         poisoned = self.poison is not None and self.poison[0] in self.tokenizer.decode(request.prompt_tokens)
         try:
+            yield GenerationStarted(len(request.prompt_tokens))
             count = 0
             for count, word in enumerate(self.words[: request.max_tokens], start=1):
                 if self.delay:

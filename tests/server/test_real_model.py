@@ -89,6 +89,21 @@ def test_a_repeated_prompt_is_read_from_the_prefix_cache(client: anthropic.Anthr
     assert second.content[0].text == first.content[0].text  # reuse never changes the answer
 
 
+def test_a_stream_reports_the_prefix_cache_in_message_start(client: anthropic.Anthropic) -> None:
+    """Clients such as Claude Code read a stream's input and cache tokens from message_start."""
+    system = "You are a history tutor. Answer in one short sentence. " * 8
+    question = [{"role": "user", "content": "Who built the pyramids?"}]
+    asked = {"model": "claude-sonnet-4-5", "max_tokens": 4, "system": system, "messages": question}
+    client.messages.create(**asked, extra_body=GREEDY)  # reads the prompt into the prefix cache
+    events = list(client.messages.create(**asked, stream=True, extra_body=GREEDY))
+    counted = client.messages.count_tokens(model="claude-sonnet-4-5", system=system, messages=question)
+    start, final = events[0], next(e for e in events if e.type == "message_delta")
+    assert start.type == "message_start"
+    assert start.message.usage.cache_read_input_tokens == counted.input_tokens - 1
+    assert prompt_size(start.message.usage) == counted.input_tokens
+    assert final.usage.cache_read_input_tokens == start.message.usage.cache_read_input_tokens
+
+
 def test_system_prompt_reaches_the_model(client: anthropic.Anthropic) -> None:
     short = "Answer with a single word."
     longer = short + " Never explain. Never add punctuation."

@@ -70,9 +70,8 @@ def _pensieve_worker(model_path: str | None, new_tokens: int) -> tuple[dict[str,
         parts: list[str] = []
         completion_tokens = 0
         for event in model.generate(request):
-            if not first:
-                first = time.perf_counter() - start
             if isinstance(event, TextDelta):
+                first = first or time.perf_counter() - start
                 parts.append(event.text)
             elif isinstance(event, GenerationFinished):
                 completion_tokens = event.completion_tokens

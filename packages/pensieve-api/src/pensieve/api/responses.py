@@ -43,6 +43,11 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
 
+    @property
+    def prompt_tokens(self) -> int:
+        """The whole prompt, as Anthropic splits it: uncached, newly cached and read from the cache."""
+        return self.input_tokens + self.cache_creation_input_tokens + self.cache_read_input_tokens
+
 
 class _ResponseBlock(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     pass

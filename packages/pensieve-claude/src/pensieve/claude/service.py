@@ -28,11 +28,12 @@ from pensieve.claude.prompt import Prompt, render_prompt
 from pensieve.claude.thinking import THINK_CLOSE, ThinkingSigner
 from pensieve.claude.tool_calls import ToolCallEnd, ToolCallParser, ToolCallStart, ToolInputDelta, ToolText
 from pensieve.core.config import LimitSettings, SamplingSettings
-from pensieve.core.errors import InvalidRequestError, NotFoundError
+from pensieve.core.errors import GenerationError, InvalidRequestError, NotFoundError
 from pensieve.core.generation import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
+    GenerationStarted,
     SamplingParams,
     TextDelta,
 )
@@ -148,23 +149,27 @@ class MessagesService:
             raise InvalidRequestError(f"tools: at most {self._limits.max_tools} tools are accepted")
 
     async def _events(self, request: MessagesRequest, turn: _Turn) -> AsyncIterator[StreamEvent]:
-        yield MessageStartEvent(
-            message=Message(
-                id=new_message_id(),
-                model=request.model,
-                content=[],
-                stop_reason=None,
-                stop_sequence=None,
-                usage=Usage(input_tokens=len(turn.prompt.tokens), output_tokens=0),
-            )
-        )
-        yield PingEvent()
-        blocks = turn.blocks()
         try:
-            async for event in blocks:
-                yield event
+            # After the engine admits the prompt, so the usage says how much the prefix cache held.
+            yield MessageStartEvent(
+                message=Message(
+                    id=new_message_id(),
+                    model=request.model,
+                    content=[],
+                    stop_reason=None,
+                    stop_sequence=None,
+                    usage=await turn.opening_usage(),
+                )
+            )
+            yield PingEvent()
+            blocks = turn.blocks()
+            try:
+                async for event in blocks:
+                    yield event
+            finally:
+                await blocks.aclose()
         finally:
-            await blocks.aclose()
+            await turn.aclose()
         yield MessageDeltaEvent(
             delta=MessageDelta(stop_reason=turn.stop_reason, stop_sequence=turn.stop_sequence),
             usage=turn.usage,
@@ -228,15 +233,27 @@ class _Turn:
             constraint=tools.constraint if tools is not None else None,
         )
 
+    async def opening_usage(self) -> Usage:
+        """The prompt's usage once the engine has admitted it (its GenerationStarted), as
+        ``message_start`` reports it: the cached and newly cached tokens apart from the rest."""
+        started = await anext(self._first, None)
+        if not isinstance(started, GenerationStarted):
+            raise GenerationError("the model's event stream did not start with GenerationStarted")
+        return _usage(started, output_tokens=0)
+
     async def blocks(self) -> AsyncIterator[StreamEvent]:
         """The content-block events; closing this early cancels the generation."""
         try:
             async for out in self._blocks():
                 yield out
         finally:
-            await self._first.aclose()  # type: ignore[attr-defined]
-            if self._second is not None:
-                await self._second.aclose()  # type: ignore[attr-defined]
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel the generations still running (closing a stream twice is harmless)."""
+        await self._first.aclose()  # type: ignore[attr-defined]
+        if self._second is not None:
+            await self._second.aclose()  # type: ignore[attr-defined]
 
     async def _blocks(self) -> AsyncIterator[StreamEvent]:
         events = self._first
@@ -250,7 +267,7 @@ class _Turn:
                     thinking.append(event.text)
                     for out in self.writer.thinking(event.text):
                         yield out
-                else:
+                elif isinstance(event, GenerationFinished):
                     finished = event
                     break
             await events.aclose()  # type: ignore[attr-defined]
@@ -284,7 +301,7 @@ class _Turn:
                 for part in parts:
                     for out in self._part(part):
                         yield out
-            else:
+            elif isinstance(event, GenerationFinished):
                 finished = event
                 break
         if finished is None:
@@ -312,14 +329,18 @@ class _Turn:
         self, reason: MessageStopReason, sequence: str | None, reading: GenerationFinished, output_tokens: int
     ) -> None:
         self.stop_reason, self.stop_sequence = reason, sequence
-        # As Anthropic counts: the prompt is input_tokens + cache_creation + cache_read.
-        read, written = reading.cache_read_tokens, reading.cache_write_tokens
-        self.usage = Usage(
-            input_tokens=reading.prompt_tokens - read - written,
-            output_tokens=output_tokens,
-            cache_creation_input_tokens=written,
-            cache_read_input_tokens=read,
-        )
+        self.usage = _usage(reading, output_tokens=output_tokens)
+
+
+def _usage(reading: GenerationStarted | GenerationFinished, *, output_tokens: int) -> Usage:
+    """As Anthropic counts: the prompt is input_tokens + cache_creation + cache_read."""
+    read, written = reading.cache_read_tokens, reading.cache_write_tokens
+    return Usage(
+        input_tokens=reading.prompt_tokens - read - written,
+        output_tokens=output_tokens,
+        cache_creation_input_tokens=written,
+        cache_read_input_tokens=read,
+    )
 
 
 def _model_object(name: str, display_name: str, created_at: str) -> ModelObject:

@@ -10,6 +10,7 @@ __all__ = [
     "GenerationEvent",
     "GenerationFinished",
     "GenerationRequest",
+    "GenerationStarted",
     "GrammarConstraint",
     "SamplingParams",
     "StopReason",
@@ -55,6 +56,17 @@ class GenerationRequest(msgspec.Struct, frozen=True, kw_only=True):
     constraint: GrammarConstraint | None = None
 
 
+class GenerationStarted(msgspec.Struct, frozen=True, tag="started"):
+    """The first event of every generation: the request has a batch slot, and this is how its
+    prompt will be read. Of the ``prompt_tokens``, ``cache_read_tokens`` come from the prefix cache
+    and ``cache_write_tokens`` will be computed and added to it; an answer's opening usage
+    (``message_start``) reports them before the first token."""
+
+    prompt_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
 class TextDelta(msgspec.Struct, frozen=True, tag="text_delta"):
     """The next piece of answer text: always whole UTF-8 characters, never part of a stop sequence."""
 
@@ -76,4 +88,4 @@ class GenerationFinished(msgspec.Struct, frozen=True, tag="finished"):
     cache_write_tokens: int = 0
 
 
-GenerationEvent = TextDelta | GenerationFinished
+GenerationEvent = GenerationStarted | TextDelta | GenerationFinished

@@ -77,8 +77,9 @@ class GenerationBackend(Protocol):
     """A loaded model serving many callers from async code.
 
     ``stream`` admits the request when called — raising request errors such as PromptTooLongError
-    or OverloadedError before any event — and returns an iterator of its events; closing that
-    iterator early (a client went away) cancels the request's generation.
+    or OverloadedError before any event — and returns an iterator of its events: one
+    GenerationStarted once the request has a batch slot, text deltas, then one GenerationFinished.
+    Closing that iterator early (a client went away) cancels the request's generation.
     """
 
     @property

@@ -27,6 +27,7 @@ from pensieve.core.generation import (
     GenerationEvent,
     GenerationFinished,
     GenerationRequest,
+    GenerationStarted,
     SamplingParams,
     StopReason,
     TextDelta,
@@ -260,8 +261,10 @@ class BatchScheduler:
         self._generator.remove([uid])
 
     def step(self) -> list[tuple[Key, list[GenerationEvent], bool]]:
-        """Advance the batch once: ``(key, events, finished)`` for each request that produced something."""
-        self._admit()
+        """Advance the batch once: ``(key, events, finished)`` for each request that produced
+        something. A request's first events, on the step that admits it, start with its
+        GenerationStarted."""
+        events_of: dict[Key, list[GenerationEvent]] = {key: [started] for key, started in self._admit()}
         if not self._running:
             return []
         # mlx-lm reads its per-sequence prefill step afresh on every call.
@@ -271,7 +274,7 @@ class BatchScheduler:
         prompt_progress, generated = self._generator.next()
         self._prefilling.difference_update(p.uid for p in prompt_progress if p.end_of_prompt)
         self._cache_prompts(prompt_progress)
-        results: list[tuple[Key, list[GenerationEvent], bool]] = []
+        finished: set[Key] = set()
         stopped: list[int] = []
         for response in generated:
             entry = self._running.get(response.uid)
@@ -279,24 +282,27 @@ class BatchScheduler:
                 continue
             key, answer = entry
             events, done = answer.token(response.token, response.finish_reason)
+            if events or done:
+                events_of.setdefault(key, []).extend(events)
             if done:
+                finished.add(key)
                 self._release(response.uid, key)
                 if response.finish_reason is None:
                     stopped.append(response.uid)  # ended by a stop sequence: still in the batch
                 else:
                     self._remember(response.all_tokens, response.prompt_cache)
-            if events or done:
-                results.append((key, events, done))
         if stopped:
             caches = self._generator.remove(stopped, return_prompt_caches=self._cache is not None)
             for cache, tokens in caches.values():
                 self._remember(tokens, cache)
-        return results
+        return [(key, events, key in finished) for key, events in events_of.items()]
 
     def close(self) -> None:
         self._generator.close()
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[tuple[Key, GenerationStarted]]:
+        """Give waiting requests the free batch slots; each admitted one's GenerationStarted."""
+        started: list[tuple[Key, GenerationStarted]] = []
         while self._waiting and len(self._running) < self._max_running:
             key, request, max_tokens = self._waiting.popleft()
             prompt = list(request.prompt_tokens)
@@ -318,6 +324,8 @@ class BatchScheduler:
                 key,
                 _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written),
             )
+            started.append((key, GenerationStarted(len(prompt), cache_read_tokens=cached, cache_write_tokens=written)))
+        return started
 
     def _reuse(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
         """The cached KV state of the longest known prefix of ``prompt``, and the tokens after it."""

@@ -161,7 +161,7 @@ class LocalModel:
     def generate(
         self, request: GenerationRequest, cancelled: threading.Event | None = None
     ) -> Iterator[GenerationEvent]:
-        """Events of the answer: text deltas, then one GenerationFinished.
+        """Events of the answer: one GenerationStarted, text deltas, then one GenerationFinished.
 
         Setting ``cancelled`` stops generation before the next token; the iterator then ends
         without a GenerationFinished.
@@ -193,7 +193,7 @@ class LocalModel:
         for event in self.generate(request):
             if isinstance(event, TextDelta):
                 parts.append(event.text)
-            else:
+            elif isinstance(event, GenerationFinished):
                 return Completion("".join(parts), event)
         raise GenerationError("generation ended without finishing")  # unreachable without cancellation
 

@@ -161,7 +161,7 @@ class Handlers:
         message = await _answer(request, self._service.create(message_request), timeout, self._drain)
         if message is None:
             return Response(status_code=499)  # nobody is listening; the status only reaches the access log
-        record.input_tokens = message.usage.input_tokens
+        record.input_tokens = message.usage.prompt_tokens
         record.output_tokens = message.usage.output_tokens
         return _wire(message)
 

@@ -86,7 +86,7 @@ async def _frames(
 def _note(event: StreamEvent, record: RequestRecord) -> None:
     """Token counts and time to first token, for the access log and the metrics."""
     if isinstance(event, MessageStartEvent):
-        record.input_tokens = event.message.usage.input_tokens
+        record.input_tokens = event.message.usage.prompt_tokens
     elif isinstance(event, ContentBlockDeltaEvent) and record.first_token_seconds is None:
         record.first_token_seconds = record.elapsed()
     elif isinstance(event, MessageDeltaEvent):
