@@ -45,5 +45,7 @@ def text_of(events: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def prompt_size(usage: Any) -> int:
-    """The whole prompt a usage reports: as Anthropic counts, cached parts are apart from input_tokens."""
-    return int(usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens)
+    """The whole prompt a usage reports (an SDK object or the wire's JSON object): as Anthropic
+    counts, cached parts are apart from input_tokens."""
+    parts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    return sum(int(usage[part] if isinstance(usage, dict) else getattr(usage, part)) for part in parts)

@@ -119,9 +119,8 @@ def test_claude_code_shaped_requests_on_a_scripted_model(scripted_server: Runnin
             "/v1/messages/count_tokens?beta=true", json=counted_body, headers=claude_code.HEADERS
         )
         assert counted.status_code == 200
-        usage = events[0][1]["message"]["usage"]  # message_start's: the whole prompt, split by the cache
-        prompt = usage["input_tokens"] + usage["cache_creation_input_tokens"] + usage["cache_read_input_tokens"]
-        assert counted.json()["input_tokens"] == prompt
+        # message_start's usage: the whole prompt, split by the prefix cache
+        assert counted.json()["input_tokens"] == prompt_size(events[0][1]["message"]["usage"])
         fewer = {**counted_body, "tools": tools[:3]}
         no_system = {k: v for k, v in counted_body.items() if k != "system"}
         for smaller in (fewer, no_system):
@@ -225,9 +224,8 @@ def test_claude_code_replay_succeeds_end_to_end(real_server: RunningServer) -> N
         counted = http.post(
             "/v1/messages/count_tokens?beta=true", json=counted_body, headers=claude_code.HEADERS
         )
-        usage = events[0][1]["message"]["usage"]  # message_start's: the whole prompt, split by the cache
-        prompt = usage["input_tokens"] + usage["cache_creation_input_tokens"] + usage["cache_read_input_tokens"]
-        assert counted.json()["input_tokens"] == prompt
+        # message_start's usage: the whole prompt, split by the prefix cache
+        assert counted.json()["input_tokens"] == prompt_size(events[0][1]["message"]["usage"])
 
 
 @pytest.mark.real_model

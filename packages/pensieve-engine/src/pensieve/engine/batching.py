@@ -324,7 +324,8 @@ class BatchScheduler:
                 key,
                 _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written),
             )
-            started.append((key, GenerationStarted(len(prompt), cache_read_tokens=cached, cache_write_tokens=written)))
+            opening = GenerationStarted(len(prompt), cache_read_tokens=cached, cache_write_tokens=written)
+            started.append((key, opening))
         return started
 
     def _reuse(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
