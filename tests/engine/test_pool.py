@@ -13,6 +13,7 @@ import pytest
 
 from pensieve.core import (
     DeviceSettings,
+    EngineSettings,
     GenerationEvent,
     GenerationRequest,
     ModelSettings,
@@ -131,6 +132,28 @@ def test_loads_on_demand_and_reports_memory(make_pool: MakePool) -> None:
     assert 0 < beta.memory_bytes < beta.reserved_bytes <= pool.budget_bytes
     assert beta.running == 0 and beta.expires_at is not None
     assert asyncio.run(_answer(pool, "beta")) == text  # loaded once, greedy: the same answer
+
+
+def test_the_reservation_counts_the_prefix_cache_budget(
+    models_dir: Path, tmp_path: Path, make_pool: MakePool
+) -> None:
+    """The engine may fill its prefix cache up to its budget: a load reserves that memory too."""
+
+    def required(prefix_cache_bytes: int) -> int:
+        pool = ModelPool(
+            {"alpha": models_dir / "alpha.gguf"},
+            default="alpha",
+            device=DeviceSettings(device="cpu", cache_dir=str(tmp_path)),
+            engine_options={"settings": EngineSettings(prefix_cache_bytes=prefix_cache_bytes)},
+        )
+        try:
+            return pool.required_bytes("alpha")
+        finally:
+            pool.close()
+
+    assert required(64 * 1024 * 1024) - required(0) == 64 * 1024 * 1024
+    without_options = make_pool(budget=None).required_bytes("alpha")  # the engine's default budget
+    assert required(EngineSettings().prefix_cache_bytes) == without_options
 
 
 def test_least_recently_used_model_is_unloaded_to_fit_the_budget(make_pool: MakePool, reserved: int) -> None:

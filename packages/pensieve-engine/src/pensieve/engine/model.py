@@ -229,9 +229,11 @@ def plan_layout(
     context_length: int,
     preference: Layout = "auto",
     kernels: bool = False,
+    prefix_cache_bytes: int = 0,
 ) -> WeightLayout:
     """How ``load_model`` holds ``gguf``'s weights on ``device``, with the memory that needs
-    (weights plus a ``context_length`` KV cache in the layout's compute dtype, and activations).
+    (weights plus a ``context_length`` KV cache in the layout's compute dtype, and activations),
+    plus ``prefix_cache_bytes`` when the model is served with a prefix cache of that budget.
 
     ``kernels``: Pensieve's CPU kernels are available, so the hybrid layout is an option for a
     quantized model.
@@ -239,7 +241,7 @@ def plan_layout(
     spec = gguf.spec
 
     def required(weight_bytes: int, kind: Literal["quantized", "dense", "hybrid"]) -> int:
-        return estimate_model_bytes(
+        return prefix_cache_bytes + estimate_model_bytes(
             weight_bytes=weight_bytes,
             context_length=context_length,
             num_layers=spec.num_layers,

@@ -3,7 +3,8 @@
 Each model is described from its GGUF header up front (``pensieve.formats.find_models``), loaded
 with ``load_model`` when a request first names it, and served by its own ``Engine``. Before a
 load the pool reserves the model's whole need (weights + full-context KV cache + activations, as
-``load_model`` plans it) and unloads idle models, least recently used first, until the
+``load_model`` plans it, + its engine's prefix-cache budget) and unloads idle models, least
+recently used first, until the
 reservation fits the device budget. A model with a request in flight is never unloaded: if only
 such models stand in the way, the load is refused with OverloadedError (529, retry later). Idle
 models other than the default are also unloaded ``keep_alive_seconds`` after their last request.
@@ -31,7 +32,7 @@ import mlx.core as mx
 import msgspec
 from mlx.utils import tree_flatten
 
-from pensieve.core.config import Config, DeviceSettings
+from pensieve.core.config import Config, DeviceSettings, EngineSettings
 from pensieve.core.errors import ModelFileError, NotFoundError, OverloadedError
 from pensieve.core.generation import GenerationEvent, GenerationRequest
 from pensieve.core.protocols import ModelInfo
@@ -306,7 +307,8 @@ class ModelPool:
 
     def required_bytes(self, name: str) -> int:
         """What loading ``name`` counts against the budget: weights in the layout ``load_model``
-        will choose, full-context KV cache and activations (``pensieve.device.estimate_model_bytes``)."""
+        will choose, full-context KV cache and activations (``pensieve.device.estimate_model_bytes``),
+        and the prefix-cache budget of the engine that serves it."""
         with self._lock:
             slot = self._slot(name)
             slot.plan = slot.plan or self._plan(slot.file)
@@ -426,8 +428,14 @@ class ModelPool:
         gguf = open_gguf(file.path)
         context = min(self._context_length or gguf.spec.context_length, gguf.spec.context_length)
         kernels = layout_kernels(self._settings, self._device, self._layout) is not None
+        engine: EngineSettings = self._engine_options.get("settings") or EngineSettings()
         return plan_layout(
-            gguf, self._device, context_length=context, preference=self._layout, kernels=kernels
+            gguf,
+            self._device,
+            context_length=context,
+            preference=self._layout,
+            kernels=kernels,
+            prefix_cache_bytes=engine.prefix_cache_bytes,
         )
 
     def _load(self, file: ModelFile, plan: WeightLayout) -> tuple[LocalModel, Engine]:
