@@ -123,7 +123,8 @@ class _ShiftedLogitsBatch(GenerationBatch):
 
 
 class _Answer:
-    """One request's text: tokens in, typed events out (deltas, then one GenerationFinished)."""
+    """One request's text: tokens in, typed events out (its GenerationStarted, deltas, then one
+    GenerationFinished), both ends reporting the same split of the prompt by the prefix cache."""
 
     def __init__(
         self,
@@ -139,6 +140,13 @@ class _Answer:
         self._generated = 0
         self._cache_read = cache_read_tokens
         self._cache_write = cache_write_tokens
+
+    def started(self) -> GenerationStarted:
+        return GenerationStarted(
+            len(self.request.prompt_tokens),
+            cache_read_tokens=self._cache_read,
+            cache_write_tokens=self._cache_write,
+        )
 
     def token(self, token: int, finish: str | None) -> tuple[list[GenerationEvent], bool]:
         """Events for the next token, and whether the answer is complete.
@@ -320,12 +328,9 @@ class BatchScheduler:
             )
             self._uids[key] = uid
             self._prefilling.add(uid)
-            self._running[uid] = (
-                key,
-                _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written),
-            )
-            opening = GenerationStarted(len(prompt), cache_read_tokens=cached, cache_write_tokens=written)
-            started.append((key, opening))
+            answer = _Answer(request, self._decode, cache_read_tokens=cached, cache_write_tokens=written)
+            self._running[uid] = (key, answer)
+            started.append((key, answer.started()))
         return started
 
     def _reuse(self, prompt: list[int]) -> tuple[list[Any] | None, list[int]]:

@@ -4,10 +4,10 @@ Each model is described from its GGUF header up front (``pensieve.formats.find_m
 with ``load_model`` when a request first names it, and served by its own ``Engine``. Before a
 load the pool reserves the model's whole need (weights + full-context KV cache + activations, as
 ``load_model`` plans it, + its engine's prefix-cache budget) and unloads idle models, least
-recently used first, until the
-reservation fits the device budget. A model with a request in flight is never unloaded: if only
-such models stand in the way, the load is refused with OverloadedError (529, retry later). Idle
-models other than the default are also unloaded ``keep_alive_seconds`` after their last request.
+recently used first, until the reservation fits the device budget. A model with a request in
+flight is never unloaded: if only such models stand in the way, the load is refused with
+OverloadedError (529, retry later). Idle models other than the default are also unloaded
+``keep_alive_seconds`` after their last request.
 
 Loads and unloads run one at a time on a worker thread, never on the event loop; callers asking
 for a model that is already loading wait for that same load.
